@@ -1,0 +1,91 @@
+//! The `export-fetcher` command line. `main.rs` only wires this up.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::manifest::{Source, Status};
+use crate::pipeline;
+use crate::store::PartWriter;
+use crate::store::local::{LocalDir, LocalFile};
+
+#[derive(Debug, Parser)]
+#[command(name = "export-fetcher", version, about = "Index, decompress and forward the files Braze writes to S3")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline on a local file as if it were the S3 object KEY; print the manifest.
+    Index {
+        /// The file to index.
+        file: PathBuf,
+        /// The S3 key the file stands for (decides the Braze kind); default: the file's name.
+        #[arg(long)]
+        key: Option<String>,
+        /// Write the decompressed parts and the manifest under DIR, laid out as in the output bucket.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Exit status: 0 complete, 1 partial or failed, 2 usage error.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_NOT_COMPLETE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+/// Runs `index`; returns the exit status.
+pub async fn index(file: PathBuf, key: Option<String>, out: Option<PathBuf>, cfg: Config) -> i32 {
+    let source = match LocalFile::open(&file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("export-fetcher: cannot read {}: {e}", file.display());
+            return EXIT_USAGE;
+        }
+    };
+    let key = key.unwrap_or_else(|| {
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let writer: Option<Arc<dyn PartWriter>> = out.as_deref().map(|dir| Arc::new(LocalDir::new(dir)) as _);
+    let meta = Source {
+        bucket: String::new(),
+        key,
+        ..Source::default()
+    };
+    let cfg = Arc::new(cfg);
+    let outcome = pipeline::run(Arc::new(source), meta, cfg, writer.clone()).await;
+    let manifest = outcome.manifest;
+    let json = manifest.to_json_pretty();
+    if let Some(writer) = &writer
+        && let Err(e) = writer.put(&manifest.manifest_key, json.as_bytes())
+    {
+        eprintln!("export-fetcher: cannot write the manifest: {e}");
+        println!("{json}");
+        return EXIT_NOT_COMPLETE;
+    }
+    println!("{json}");
+    if manifest.status == Status::Complete {
+        EXIT_OK
+    } else {
+        eprintln!(
+            "export-fetcher: {}: {}",
+            manifest.status.as_str(),
+            manifest
+                .errors
+                .iter()
+                .map(|e| match &e.part {
+                    Some(p) => format!("{p}: {}", e.message),
+                    None => e.message.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        EXIT_NOT_COMPLETE
+    }
+}

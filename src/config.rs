@@ -1,0 +1,308 @@
+//! Typed configuration from the environment, validated once at start-up with clear errors.
+//!
+//! The variable names are a public contract (DESIGN.md); every variable has a default so that
+//! `export-fetcher index` works with an empty environment.
+
+use std::collections::HashMap;
+
+use thiserror::Error;
+
+/// Decompression and parsing limits. Every decoder is capped by these while it streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `MAX_OBJECT_BYTES`: objects larger than this are not read at all.
+    pub max_object_bytes: u64,
+    /// `MAX_EXPANDED_BYTES`: decompressed bytes of all parts of one object together.
+    pub max_expanded_bytes: u64,
+    /// `MAX_EXPANSION_RATIO`: decompressed bytes of a stream or member divided by its compressed
+    /// bytes (streams that expand to less than [`RATIO_FLOOR_BYTES`] are never flagged).
+    pub max_expansion_ratio: u64,
+    /// `MAX_ARCHIVE_ENTRIES`: entries a zip archive may declare.
+    pub max_archive_entries: u64,
+    /// `MAX_RECORD_BYTES`: the longest single record (JSON line, CSV row, Avro block) held in memory.
+    pub max_record_bytes: u64,
+}
+
+/// Below this many decompressed bytes the expansion ratio is not enforced: a tiny file of
+/// repetitive text is harmless whatever its ratio.
+pub const RATIO_FLOOR_BYTES: u64 = 1 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_object_bytes: 16 << 30,
+            max_expanded_bytes: 64 << 30,
+            max_expansion_ratio: 250,
+            max_archive_entries: 10_000,
+            max_record_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Server-side encryption for everything written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Sse {
+    #[default]
+    None,
+    Aes256,
+    Kms { key_id: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `OUTPUT_BUCKET`; `None` means "the source object's bucket".
+    pub output_bucket: Option<String>,
+    /// `OUTPUT_PREFIX`, default `export-fetcher/`. Always ends with `/` unless empty.
+    pub output_prefix: String,
+    /// `WRITE_PARTS`, default true.
+    pub write_parts: bool,
+    /// `OUTPUT_SSE` / `OUTPUT_SSE_KMS_KEY_ID`.
+    pub sse: Sse,
+    pub sns_topic_arn: Option<String>,
+    pub sqs_queue_url: Option<String>,
+    pub event_bus_name: Option<String>,
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+    /// `INCLUDE_KEYS`, comma-separated globs; empty means all keys.
+    pub include_keys: Vec<String>,
+    /// `EXCLUDE_KEYS`, comma-separated globs.
+    pub exclude_keys: Vec<String>,
+    pub limits: Limits,
+    /// `OFFSET_INTERVAL`: records between two index offsets.
+    pub offset_interval: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            output_bucket: None,
+            output_prefix: "export-fetcher/".to_string(),
+            write_parts: true,
+            sse: Sse::None,
+            sns_topic_arn: None,
+            sqs_queue_url: None,
+            event_bus_name: None,
+            webhook_url: None,
+            webhook_secret: None,
+            include_keys: Vec::new(),
+            exclude_keys: Vec::new(),
+            limits: Limits::default(),
+            offset_interval: 10_000,
+        }
+    }
+}
+
+/// A configuration variable that could not be accepted.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid configuration: {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads configuration from a map of variables (the environment, or a test's table).
+    /// Empty values count as unset.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| {
+            vars.get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let mut cfg = Config::default();
+        cfg.output_bucket = get("OUTPUT_BUCKET");
+        if let Some(prefix) = vars.get("OUTPUT_PREFIX") {
+            let prefix = prefix.trim().trim_start_matches('/');
+            cfg.output_prefix = if prefix.is_empty() || prefix.ends_with('/') {
+                prefix.to_string()
+            } else {
+                format!("{prefix}/")
+            };
+            if cfg.output_prefix.is_empty() {
+                return Err(ConfigError {
+                    name: "OUTPUT_PREFIX",
+                    value: prefix.to_string(),
+                    reason: "must not be empty: the output prefix is what keeps outputs from being processed again".into(),
+                });
+            }
+        }
+        if let Some(v) = get("WRITE_PARTS") {
+            cfg.write_parts = parse_bool("WRITE_PARTS", &v)?;
+        }
+        let kms_key = get("OUTPUT_SSE_KMS_KEY_ID");
+        cfg.sse = match get("OUTPUT_SSE").as_deref() {
+            None | Some("none") | Some("NONE") => {
+                if let Some(key) = kms_key {
+                    return Err(ConfigError {
+                        name: "OUTPUT_SSE_KMS_KEY_ID",
+                        value: key,
+                        reason: "set OUTPUT_SSE=aws:kms to use a KMS key".into(),
+                    });
+                }
+                Sse::None
+            }
+            Some("AES256") => Sse::Aes256,
+            Some("aws:kms") => Sse::Kms { key_id: kms_key },
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "OUTPUT_SSE",
+                    value: other.to_string(),
+                    reason: "expected none, AES256 or aws:kms".into(),
+                });
+            }
+        };
+        cfg.sns_topic_arn = get("SNS_TOPIC_ARN");
+        cfg.sqs_queue_url = get("SQS_QUEUE_URL");
+        cfg.event_bus_name = get("EVENT_BUS_NAME");
+        cfg.webhook_url = get("WEBHOOK_URL");
+        cfg.webhook_secret = get("WEBHOOK_SECRET");
+        if let Some(url) = &cfg.webhook_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError {
+                name: "WEBHOOK_URL",
+                value: url.clone(),
+                reason: "expected an http:// or https:// URL".into(),
+            });
+        }
+        cfg.include_keys = parse_list(get("INCLUDE_KEYS"));
+        cfg.exclude_keys = parse_list(get("EXCLUDE_KEYS"));
+        let limits = &mut cfg.limits;
+        for (name, slot) in [
+            ("MAX_OBJECT_BYTES", &mut limits.max_object_bytes),
+            ("MAX_EXPANDED_BYTES", &mut limits.max_expanded_bytes),
+            ("MAX_EXPANSION_RATIO", &mut limits.max_expansion_ratio),
+            ("MAX_ARCHIVE_ENTRIES", &mut limits.max_archive_entries),
+            ("MAX_RECORD_BYTES", &mut limits.max_record_bytes),
+            ("OFFSET_INTERVAL", &mut cfg.offset_interval),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = parse_positive(name, &v)?;
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError {
+            name,
+            value: value.to_string(),
+            reason: "expected true or false".into(),
+        }),
+    }
+}
+
+fn parse_list(value: Option<String>) -> Vec<String> {
+    value
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A positive integer, with an optional binary size suffix (`K`, `M`, `G`, `T`, `KiB`…).
+fn parse_positive(name: &'static str, value: &str) -> Result<u64, ConfigError> {
+    let err = |reason: &str| ConfigError {
+        name,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let v = value.trim();
+    let digits_end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, suffix) = v.split_at(digits_end);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| err("expected a positive integer (optionally with K, M, G or T)"))?;
+    let shift = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(err("unknown size suffix; use K, M, G or T")),
+    };
+    let n = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| err("too large"))?;
+    if n == 0 {
+        return Err(err("must be greater than zero"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_with_empty_environment() {
+        let cfg = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(cfg, Config::default());
+        assert_eq!(cfg.output_prefix, "export-fetcher/");
+        assert_eq!(cfg.offset_interval, 10_000);
+    }
+
+    #[test]
+    fn sizes_prefix_and_lists() {
+        let cfg = Config::from_vars(&vars(&[
+            ("MAX_EXPANDED_BYTES", "2G"),
+            ("MAX_OBJECT_BYTES", "512MiB"),
+            ("OUTPUT_PREFIX", "out"),
+            ("INCLUDE_KEYS", "segment-export/**, currents/**"),
+            ("WRITE_PARTS", "false"),
+            ("OUTPUT_SSE", "aws:kms"),
+            ("OUTPUT_SSE_KMS_KEY_ID", "alias/exports"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.limits.max_expanded_bytes, 2 << 30);
+        assert_eq!(cfg.limits.max_object_bytes, 512 << 20);
+        assert_eq!(cfg.output_prefix, "out/");
+        assert_eq!(cfg.include_keys, vec!["segment-export/**", "currents/**"]);
+        assert!(!cfg.write_parts);
+        assert_eq!(
+            cfg.sse,
+            Sse::Kms {
+                key_id: Some("alias/exports".into())
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("MAX_EXPANSION_RATIO", "lots"),
+            ("OFFSET_INTERVAL", "0"),
+            ("WRITE_PARTS", "maybe"),
+            ("OUTPUT_SSE", "rot13"),
+            ("OUTPUT_PREFIX", "/"),
+            ("WEBHOOK_URL", "ftp://x"),
+            ("MAX_OBJECT_BYTES", "99999999999999999999T"),
+        ];
+        for (name, value) in cases {
+            let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert_eq!(err.name, *name, "{name}={value}");
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The only place that constructs decompressors, and where every limit is enforced.
+//!
+//! Streams are capped while they are read: a chunk that would cross `MAX_EXPANDED_BYTES` or
+//! `MAX_EXPANSION_RATIO` is never handed to the caller, so nothing past a limit is hashed,
+//! indexed or written.
+
+pub mod zip;
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use thiserror::Error;
+
+use crate::config::{Limits, RATIO_FLOOR_BYTES};
+use crate::manifest::Compression;
+
+/// Buffer size for reads from the source and for decoder input.
+pub const READ_BUFFER: usize = 256 * 1024;
+
+/// A limit crossed while streaming. Travels inside `io::Error` through decoders and parsers.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{variable} ({limit}) exceeded: {what}")]
+pub struct LimitExceeded {
+    pub variable: &'static str,
+    pub limit: u64,
+    pub what: String,
+}
+
+impl LimitExceeded {
+    pub fn into_io(self) -> io::Error {
+        io::Error::other(self)
+    }
+}
+
+/// Finds a [`LimitExceeded`] carried by an `io::Error`.
+pub fn limit_of(err: &io::Error) -> Option<&LimitExceeded> {
+    err.get_ref()?.downcast_ref::<LimitExceeded>()
+}
+
+/// Expanded bytes of one object, shared by the readers of its parts.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    expanded: Arc<AtomicU64>,
+}
+
+impl Budget {
+    pub fn expanded(&self) -> u64 {
+        self.expanded.load(Ordering::Relaxed)
+    }
+}
+
+/// A reader that stops with [`LimitExceeded`] before handing out the byte that crosses
+/// `MAX_EXPANDED_BYTES` (for the object) or `MAX_EXPANSION_RATIO` (for this stream).
+pub struct Capped<R> {
+    inner: R,
+    produced: u64,
+    ratio_cap: u64,
+    expanded_cap: u64,
+    ratio: u64,
+    budget: Budget,
+}
+
+impl<R: Read> Capped<R> {
+    /// `compressed` is the stream's compressed size (the object size for gzip/zstd, the member's
+    /// compressed size in a zip); `None` when the stream is not compressed.
+    pub fn new(inner: R, compressed: Option<u64>, limits: &Limits, budget: &Budget) -> Self {
+        let ratio_cap = match compressed {
+            Some(c) => c
+                .saturating_mul(limits.max_expansion_ratio)
+                .max(RATIO_FLOOR_BYTES),
+            None => u64::MAX,
+        };
+        Capped {
+            inner,
+            produced: 0,
+            ratio_cap,
+            expanded_cap: limits.max_expanded_bytes,
+            ratio: limits.max_expansion_ratio,
+            budget: budget.clone(),
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let produced = self.produced + n as u64;
+        if produced > self.ratio_cap {
+            return Err(LimitExceeded {
+                variable: "MAX_EXPANSION_RATIO",
+                limit: self.ratio,
+                what: format!(
+                    "the stream expands to more than {} bytes, over {}x its compressed size",
+                    self.ratio_cap, self.ratio
+                ),
+            }
+            .into_io());
+        }
+        let total = self.budget.expanded.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if total > self.expanded_cap {
+            return Err(LimitExceeded {
+                variable: "MAX_EXPANDED_BYTES",
+                limit: self.expanded_cap,
+                what: format!(
+                    "the object expands to more than {} bytes",
+                    self.expanded_cap
+                ),
+            }
+            .into_io());
+        }
+        self.produced = produced;
+        Ok(n)
+    }
+}
+
+/// Checks the object size against `MAX_OBJECT_BYTES` before anything is read.
+pub fn check_object_size(size: u64, limits: &Limits) -> Result<(), LimitExceeded> {
+    if size > limits.max_object_bytes {
+        return Err(LimitExceeded {
+            variable: "MAX_OBJECT_BYTES",
+            limit: limits.max_object_bytes,
+            what: format!("the object is {size} bytes"),
+        });
+    }
+    Ok(())
+}
+
+/// Opens the decompressed stream of a single-stream object (gzip, possibly multi-member; zstd,
+/// possibly multi-frame; or none), capped.
+pub fn open_stream<'a>(
+    compression: Compression,
+    raw: Box<dyn Read + Send + 'a>,
+    object_size: u64,
+    limits: &Limits,
+    budget: &Budget,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
+    let raw = BufReader::with_capacity(READ_BUFFER, raw);
+    Ok(match compression {
+        Compression::Gzip => Box::new(Capped::new(
+            flate2::bufread::MultiGzDecoder::new(raw),
+            Some(object_size),
+            limits,
+            budget,
+        )),
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(raw)?;
+            // Frames may ask for a window of up to 2^31; 2^27 (128 MiB) is what zstd's CLI
+            // accepts by default and bounds the decoder's memory.
+            decoder.window_log_max(27)?;
+            Box::new(Capped::new(decoder, Some(object_size), limits, budget))
+        }
+        Compression::None => Box::new(Capped::new(raw, None, limits, budget)),
+        Compression::Zip => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "zip archives are read member by member through decode::zip",
+            ));
+        }
+    })
+}
+
+/// The block codecs of Avro object container files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvroCodec {
+    Null,
+    Deflate,
+    Snappy,
+    Zstandard,
+}
+
+impl AvroCodec {
+    pub fn from_name(name: &str) -> Option<AvroCodec> {
+        match name {
+            "null" => Some(AvroCodec::Null),
+            "deflate" => Some(AvroCodec::Deflate),
+            "snappy" => Some(AvroCodec::Snappy),
+            "zstandard" => Some(AvroCodec::Zstandard),
+            _ => None,
+        }
+    }
+}
+
+/// A reader over the decompressed data of one Avro block whose `block` reader yields exactly the
+/// block's compressed bytes. At most `max_block` decompressed bytes are produced; more is an error.
+pub fn avro_block<'a>(
+    codec: AvroCodec,
+    mut block: impl BufRead + 'a,
+    compressed_len: u64,
+    max_block: u64,
+) -> io::Result<Box<dyn Read + 'a>> {
+    let cap = |r: Box<dyn Read + 'a>| -> Box<dyn Read + 'a> {
+        Box::new(BlockCap {
+            inner: r,
+            left: max_block,
+        })
+    };
+    Ok(match codec {
+        AvroCodec::Null => cap(Box::new(block)),
+        AvroCodec::Deflate => cap(Box::new(flate2::bufread::DeflateDecoder::new(block))),
+        AvroCodec::Zstandard => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(block)?;
+            decoder.window_log_max(27)?;
+            cap(Box::new(decoder))
+        }
+        AvroCodec::Snappy => {
+            // Snappy blocks are compressed as a whole, followed by the big-endian CRC-32 of the
+            // uncompressed data.
+            if compressed_len < 4 || compressed_len > max_block {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("snappy block of {compressed_len} bytes is not valid or too large"),
+                ));
+            }
+            let mut data = vec![0u8; compressed_len as usize];
+            block.read_exact(&mut data)?;
+            let (payload, crc) = data.split_at(data.len() - 4);
+            let len = snap::raw::decompress_len(payload)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if len as u64 > max_block {
+                return Err(LimitExceeded {
+                    variable: "MAX_RECORD_BYTES",
+                    limit: max_block,
+                    what: format!("an Avro block expands to {len} bytes"),
+                }
+                .into_io());
+            }
+            let out = snap::raw::Decoder::new()
+                .decompress_vec(payload)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let want = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+            if crc32fast::hash(&out) != want {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "snappy block CRC-32 does not match its data",
+                ));
+            }
+            Box::new(io::Cursor::new(out))
+        }
+    })
+}
+
+struct BlockCap<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for BlockCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(LimitExceeded {
+                variable: "MAX_RECORD_BYTES",
+                limit: self.left,
+                what: "an Avro block expands beyond the limit".to_string(),
+            }
+            .into_io());
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn capped_stops_before_handing_out_the_crossing_bytes() {
+        let data = vec![b'a'; 3 << 20];
+        let gz = gzip(&data);
+        let limits = Limits {
+            max_expanded_bytes: 2 << 20,
+            max_expansion_ratio: 1 << 30,
+            ..Limits::default()
+        };
+        let budget = Budget::default();
+        let mut r = open_stream(
+            Compression::Gzip,
+            Box::new(io::Cursor::new(gz.clone())),
+            gz.len() as u64,
+            &limits,
+            &budget,
+        )
+        .unwrap();
+        let mut got = 0u64;
+        let mut buf = [0u8; 8192];
+        let err = loop {
+            match r.read(&mut buf) {
+                Ok(0) => panic!("limit not enforced"),
+                Ok(n) => got += n as u64,
+                Err(e) => break e,
+            }
+        };
+        assert!(got <= 2 << 20, "handed out {got} bytes");
+        assert_eq!(limit_of(&err).unwrap().variable, "MAX_EXPANDED_BYTES");
+    }
+
+    #[test]
+    fn ratio_is_enforced_above_the_floor_only() {
+        let limits = Limits {
+            max_expansion_ratio: 10,
+            ..Limits::default()
+        };
+        // 512 KiB of zeros: huge ratio, but under the 1 MiB floor.
+        let small = gzip(&vec![0u8; 512 << 10]);
+        let mut out = Vec::new();
+        open_stream(
+            Compression::Gzip,
+            Box::new(io::Cursor::new(small.clone())),
+            small.len() as u64,
+            &limits,
+            &Budget::default(),
+        )
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+        assert_eq!(out.len(), 512 << 10);
+        let big = gzip(&vec![0u8; 8 << 20]);
+        let err = open_stream(
+            Compression::Gzip,
+            Box::new(io::Cursor::new(big.clone())),
+            big.len() as u64,
+            &limits,
+            &Budget::default(),
+        )
+        .unwrap()
+        .read_to_end(&mut Vec::new())
+        .unwrap_err();
+        assert_eq!(limit_of(&err).unwrap().variable, "MAX_EXPANSION_RATIO");
+    }
+}

@@ -1,0 +1,194 @@
+//! JSON lines: one JSON value per non-empty line (Braze API user exports).
+//!
+//! Lines are validated without building values; the top-level keys of objects are collected in
+//! first-seen order.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::BufRead;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::{Indexed, LineFramer, Offsets, Options};
+
+/// Top-level keys in first-seen order.
+#[derive(Default)]
+pub(crate) struct KeySet {
+    seen: HashSet<Box<str>>,
+    order: Vec<String>,
+}
+
+impl KeySet {
+    fn note(&mut self, key: &str) {
+        if !self.seen.contains(key) {
+            self.seen.insert(key.into());
+            self.order.push(key.to_string());
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<String> {
+        self.order
+    }
+}
+
+/// Validates one JSON value, noting the keys of a top-level object.
+pub(crate) struct TopLevel<'a>(pub &'a mut KeySet);
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(()) = map.next_key_seed(KeyName(&mut *self.0))? {
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+struct KeyName<'a>(&'a mut KeySet);
+
+impl<'de> DeserializeSeed<'de> for KeyName<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyName<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
+        self.0.note(key);
+        Ok(())
+    }
+}
+
+/// Validates one line; returns the error message for a bad one.
+pub(crate) fn check_line(line: &[u8], keys: &mut KeySet) -> Result<(), String> {
+    if let Err(e) = std::str::from_utf8(line) {
+        return Err(format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()));
+    }
+    let mut de = serde_json::Deserializer::from_slice(line);
+    TopLevel(keys)
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| format!("invalid JSON: {e}"))
+}
+
+pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
+    let mut out = Indexed::default();
+    let mut keys = KeySet::default();
+    let mut offsets = Offsets::new(opts.offset_interval);
+    let mut ordinal = 0u64;
+    let mut line_no = 0u64;
+    let max = opts.max_record_bytes;
+    let result = LineFramer::new(max, true).run(r, |line| {
+        line_no += 1;
+        let bytes = line.bytes.strip_suffix(b"\r").unwrap_or(line.bytes);
+        if !line.oversize && bytes.trim_ascii().is_empty() {
+            return;
+        }
+        let record = ordinal;
+        ordinal += 1;
+        offsets.record_at(record, line.start);
+        let verdict = if line.oversize {
+            Err(format!("record is longer than MAX_RECORD_BYTES ({max} bytes)"))
+        } else {
+            check_line(bytes, &mut keys)
+        };
+        match verdict {
+            Ok(()) => out.records += 1,
+            Err(message) => out.errors.push(Some(record), Some(line_no), message),
+        }
+    });
+    out.fatal = result.err();
+    out.columns = Some(keys.into_vec());
+    out.offsets = offsets.into_vec();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Options {
+        Options {
+            offset_interval: 2,
+            max_record_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn counts_good_lists_bad_and_collects_keys() {
+        let data = b"{\"external_id\":\"u1\",\"email\":\"a@b\"}\n\n{\"external_id\":\"u2\",\"country\":\"FR\",\"custom_attributes\":{\"nested\":1}}\r\n{broken\n\xff\xfe\n{\"z\":null}";
+        let out = index(&mut &data[..], &opts());
+        assert!(out.fatal.is_none());
+        assert_eq!(out.records, 3);
+        assert_eq!(
+            out.columns.unwrap(),
+            vec!["external_id", "email", "country", "custom_attributes", "z"]
+        );
+        let errs = out.errors.into_listed();
+        assert_eq!(errs.len(), 2);
+        assert_eq!((errs[0].record, errs[0].line), (Some(2), Some(4)));
+        assert!(errs[0].message.starts_with("invalid JSON"), "{}", errs[0].message);
+        assert_eq!((errs[1].record, errs[1].line), (Some(3), Some(5)));
+        assert!(errs[1].message.contains("UTF-8"), "{}", errs[1].message);
+        // Records 0, 2, 4 start at these byte offsets.
+        let o2 = data.windows(7).position(|w| w == b"{broken").unwrap() as u64;
+        let o4 = data.windows(4).position(|w| w == b"{\"z\"").unwrap() as u64;
+        assert_eq!(out.offsets, vec![[0, 0], [2, o2], [4, o4]]);
+    }
+
+    #[test]
+    fn oversized_line_is_a_bad_record_not_a_memory_spike() {
+        let mut data = b"{\"a\":1}\n{\"big\":\"".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 5000));
+        data.extend_from_slice(b"\"}\n{\"b\":2}\n");
+        let out = index(
+            &mut std::io::BufReader::with_capacity(64, &data[..]),
+            &Options {
+                offset_interval: 100,
+                max_record_bytes: 1000,
+            },
+        );
+        assert_eq!(out.records, 2);
+        let errs = out.errors.into_listed();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("MAX_RECORD_BYTES"));
+        assert_eq!(errs[0].line, Some(2));
+    }
+}

@@ -1,0 +1,58 @@
+//! # export-fetcher
+//!
+//! Indexes, decompresses and forwards the files Braze writes into a connected S3 bucket: API
+//! user exports, dashboard CSV exports, engagement reports, Currents Avro files and message
+//! archives. See the README for the product and `schema/manifest.v1.schema.json` for the manifest.
+//!
+//! ## Layout
+//!
+//! Data flows down this list and never back:
+//!
+//! - [`config`]: typed configuration from the environment, validated once.
+//! - [`detect`]: Braze kind and metadata from the key, codec from the bytes (pure functions).
+//! - [`decode`]: the only place that constructs decompressors; every limit is enforced there.
+//! - [`index`]: one module per content format (jsonl, csv, avro, json, lines); pure over bytes.
+//! - [`manifest`]: the manifest v1 types, its JSON Schema and the deterministic output keys.
+//! - [`store`]: object access behind narrow traits (`ObjectSource`, `PartWriter`); local files.
+//! - [`pipeline`]: one object from fetch to manifest; the failure policy lives there, once.
+//! - [`cli`]: the `export-fetcher` command line (`index`).
+
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod detect;
+pub mod index;
+pub mod manifest;
+pub mod pipeline;
+pub mod store;
+
+/// Makes a key or name safe to put in a log line: control characters (newlines, escape
+/// sequences) are escaped and very long values are cut.
+pub fn sanitize_for_log(s: &str) -> String {
+    const MAX: usize = 1024;
+    let mut out = String::with_capacity(s.len().min(MAX) + 8);
+    for (i, c) in s.chars().enumerate() {
+        if i >= MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_sanitising_escapes_control_characters() {
+        assert_eq!(
+            super::sanitize_for_log("a\nb\u{1b}[31mc\r"),
+            "a\\nb\\u{1b}[31mc\\r"
+        );
+        assert_eq!(super::sanitize_for_log("plain é+=/ key"), "plain é+=/ key");
+    }
+}

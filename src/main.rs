@@ -1,0 +1,51 @@
+//! Thin: parse the command line, set up logging, load the configuration, run.
+
+use clap::Parser;
+use export_fetcher::cli::{self, Cli, Command, EXIT_USAGE};
+use export_fetcher::config::Config;
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    // Lambda's log controls first, then RUST_LOG; quiet by default on a terminal.
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .map(|l| l.to_ascii_lowercase())
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "warn".to_string());
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing();
+    let cfg = match Config::from_env() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("export-fetcher: {e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("export-fetcher: cannot start the async runtime: {e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Index { file, key, out } => cli::index(file, key, out, cfg).await,
+        }
+    });
+    std::process::exit(code);
+}

@@ -1,0 +1,345 @@
+//! The manifest v1 (a public contract), its JSON Schema and the deterministic output keys.
+//!
+//! Field names here are read by downstream systems: extend, never rename. The JSON Schema that
+//! describes them is `schema/manifest.v1.schema.json`, embedded as [`SCHEMA_JSON`].
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the manifest format written by this build.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// The JSON Schema of the manifest, as published in the repository.
+pub const SCHEMA_JSON: &str = include_str!("../schema/manifest.v1.schema.json");
+
+/// At most this many record errors are listed per part; the rest are counted in the message of
+/// the last entry so the manifest stays bounded.
+pub const MAX_LISTED_ERRORS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every part fully decoded, every record valid.
+    Complete,
+    /// Every stream decoded to its end, but some records are invalid (listed per part).
+    Partial,
+    /// Some stream or archive could not be decoded to its end, or a limit was crossed.
+    Failed,
+    /// Nothing was done for this object (filtered out, loop guard, already processed).
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Complete => "complete",
+            Status::Partial => "partial",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    ApiUserExport,
+    DashboardCsvExport,
+    Currents,
+    MessageArchive,
+    Report,
+    Unknown,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ApiUserExport => "api_user_export",
+            Kind::DashboardCsvExport => "dashboard_csv_export",
+            Kind::Currents => "currents",
+            Kind::MessageArchive => "message_archive",
+            Kind::Report => "report",
+            Kind::Unknown => "unknown",
+        }
+    }
+}
+
+/// The container codec, decided from the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Zip,
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zip => "zip",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+}
+
+/// The content format of one decompressed part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Jsonl,
+    Csv,
+    Avro,
+    Json,
+    Lines,
+    Binary,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+            Format::Avro => "avro",
+            Format::Json => "json",
+            Format::Lines => "lines",
+            Format::Binary => "binary",
+        }
+    }
+}
+
+/// The object the manifest describes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// Bucket of the object; empty for a local file.
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+    pub sequencer: Option<String>,
+    pub event_time: Option<String>,
+    pub event_name: Option<String>,
+}
+
+/// Braze metadata carried by the key; only the fields the key really has are present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Braze {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub segment_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub export_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub object_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub requested_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub integration_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub event_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub date_hour: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub currents_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dispatch_id: Option<String>,
+}
+
+/// Where a part was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    pub bucket: String,
+    pub key: String,
+}
+
+/// One bad record inside a part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordError {
+    /// 0-based ordinal of the record among all records of the part (bad ones included).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub record: Option<u64>,
+    /// 1-based line number in the decompressed part, where lines mean something.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+/// One decompressed part (a zip member, or the whole stream of a single-stream object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    pub name: String,
+    pub format: Format,
+    pub records: u64,
+    pub bytes: u64,
+    pub compressed_bytes: u64,
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub columns: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub delimiter: Option<String>,
+    pub offsets: Vec<[u64; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub output: Option<Output>,
+    #[serde(default)]
+    pub errors: Vec<RecordError>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub parts: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub compressed_bytes: u64,
+}
+
+/// An object-level error: why the manifest is not `complete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectError {
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub part: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Producer {
+    pub name: String,
+    pub version: String,
+}
+
+impl Default for Producer {
+    fn default() -> Self {
+        Producer {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub manifest_version: u32,
+    pub status: Status,
+    pub kind: Kind,
+    pub source: Source,
+    pub braze: Braze,
+    pub compression: Compression,
+    pub parts: Vec<Part>,
+    pub totals: Totals,
+    pub errors: Vec<ObjectError>,
+    pub manifest_key: String,
+    pub processed_at: String,
+    pub duration_ms: u64,
+    pub producer: Producer,
+}
+
+impl Manifest {
+    /// Recomputes `totals` from `parts`.
+    pub fn compute_totals(&mut self) {
+        self.totals = Totals {
+            parts: self.parts.len() as u64,
+            records: self.parts.iter().map(|p| p.records).sum(),
+            bytes: self.parts.iter().map(|p| p.bytes).sum(),
+            compressed_bytes: self.parts.iter().map(|p| p.compressed_bytes).sum(),
+        };
+    }
+
+    /// Serialises the manifest as pretty JSON (the form written to S3 and printed by `index`).
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).expect("manifest serialises: plain data")
+    }
+}
+
+/// The current time as RFC 3339 UTC with millisecond precision.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    now.format(&format)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+/// `<prefix>manifests/<source key>.manifest.json`
+pub fn manifest_key(output_prefix: &str, source_key: &str) -> String {
+    format!("{output_prefix}manifests/{source_key}.manifest.json")
+}
+
+/// `<prefix>parts/<source key>/<part name>`; `part_name` must already be sanitised.
+pub fn part_key(output_prefix: &str, source_key: &str, part_name: &str) -> String {
+    format!("{output_prefix}parts/{source_key}/{part_name}")
+}
+
+/// Turns an archive member name into a relative path that cannot escape its parent folder:
+/// `\` becomes `/`, drive letters, empty, `.` and `..` components are dropped. Returns `None`
+/// when nothing is left.
+pub fn sanitize_part_name(name: &str) -> Option<String> {
+    let unified = name.replace('\\', "/");
+    let mut parts: Vec<&str> = Vec::new();
+    for (i, component) in unified.split('/').enumerate() {
+        let is_drive = i == 0
+            && component.len() == 2
+            && component.as_bytes()[0].is_ascii_alphabetic()
+            && component.as_bytes()[1] == b':';
+        if component.is_empty() || component == "." || component == ".." || is_drive {
+            continue;
+        }
+        parts.push(component);
+    }
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join("/"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_part_name_cases() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("a.txt", Some("a.txt")),
+            ("dir/a.txt", Some("dir/a.txt")),
+            ("../../evil.txt", Some("evil.txt")),
+            ("/abs/path.txt", Some("abs/path.txt")),
+            ("C:\\win\\x.txt", Some("win/x.txt")),
+            ("a/../../b.txt", Some("a/b.txt")),
+            ("./././", None),
+            ("..", None),
+            ("dir//x", Some("dir/x")),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                sanitize_part_name(input).as_deref(),
+                *want,
+                "sanitize_part_name({input:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn output_keys_are_deterministic() {
+        assert_eq!(
+            manifest_key("export-fetcher/", "segment-export/s/2024-01-01/x.zip"),
+            "export-fetcher/manifests/segment-export/s/2024-01-01/x.zip.manifest.json"
+        );
+        assert_eq!(
+            part_key("export-fetcher/", "a/b.zip", "m.txt"),
+            "export-fetcher/parts/a/b.zip/m.txt"
+        );
+    }
+
+    #[test]
+    fn schema_is_valid_json() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA_JSON).unwrap();
+        assert_eq!(schema["title"], "export-fetcher manifest v1");
+    }
+}

@@ -1,0 +1,491 @@
+//! One object from fetch to manifest: detect, decode, index and write every part. The failure
+//! policy lives here, once:
+//!
+//! - `complete`: every part decoded to its end and every record valid;
+//! - `partial`: every part decoded to its end, some records invalid (listed per part);
+//! - `failed`: a stream or archive could not be decoded to its end, or a limit was crossed.
+//!   Parts that did decode are still listed; the failed part is listed with its error and its
+//!   output is discarded. A transient failure (source or writer I/O) also sets
+//!   [`Outcome::retryable`], so the caller retries instead of publishing the manifest.
+
+use std::collections::HashSet;
+use std::io::{self, BufReader, Cursor, Read};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::decode::zip::{Archive, ArchiveError};
+use crate::decode::{self, Budget, READ_BUFFER, limit_of};
+use crate::detect::{MAGIC_LEN, codec_from_magic, kind_from_key, single_part_name};
+use crate::index::{self, FormatError, Indexed, Options, SNIFF_LEN};
+use crate::manifest::{
+    Braze, Compression, Format, Kind, MANIFEST_VERSION, Manifest, ObjectError, Output, Part,
+    Producer, Source, Status, Totals, manifest_key, now_rfc3339, part_key, sanitize_part_name,
+};
+use crate::store::{ObjectSource, PartUpload, PartWriter, SeekableSource, Transient, is_transient};
+
+/// The result of processing one object.
+#[derive(Debug)]
+pub struct Outcome {
+    pub manifest: Manifest,
+    /// Set when the failure was transient (I/O of the source or of the writer): the work should
+    /// be retried and this manifest not published as final.
+    pub retryable: Option<String>,
+}
+
+/// Processes one object on a blocking thread, off the async executor.
+pub async fn run(
+    source: Arc<dyn ObjectSource>,
+    meta: Source,
+    cfg: Arc<Config>,
+    writer: Option<Arc<dyn PartWriter>>,
+) -> Outcome {
+    let fallback = meta.clone();
+    let prefix = cfg.output_prefix.clone();
+    tokio::task::spawn_blocking(move || index_object(&*source, meta, &cfg, writer.as_deref()))
+        .await
+        .unwrap_or_else(|e| {
+            let message = format!("processing stopped unexpectedly: {e}");
+            let mut manifest = empty_manifest(fallback, &prefix);
+            manifest.status = Status::Failed;
+            manifest.errors.push(ObjectError {
+                message: message.clone(),
+                part: None,
+            });
+            Outcome {
+                manifest,
+                retryable: Some(message),
+            }
+        })
+}
+
+fn empty_manifest(source: Source, prefix: &str) -> Manifest {
+    Manifest {
+        manifest_version: MANIFEST_VERSION,
+        status: Status::Complete,
+        kind: Kind::Unknown,
+        manifest_key: manifest_key(prefix, &source.key),
+        source,
+        braze: Braze::default(),
+        compression: Compression::None,
+        parts: Vec::new(),
+        totals: Totals::default(),
+        errors: Vec::new(),
+        processed_at: now_rfc3339(),
+        duration_ms: 0,
+        producer: Producer::default(),
+    }
+}
+
+/// Everything one object's parts share.
+struct Ctx<'a> {
+    cfg: &'a Config,
+    key: &'a str,
+    kind: Option<Kind>,
+    writer: Option<&'a dyn PartWriter>,
+    budget: Budget,
+    used_keys: HashSet<String>,
+    /// Some stream or archive could not be read to its end, or a limit was crossed.
+    failed: bool,
+    retryable: Option<String>,
+}
+
+/// Processes one object, blocking. Never panics on any input; every problem ends up in the
+/// manifest.
+pub fn index_object(
+    source: &dyn ObjectSource,
+    meta: Source,
+    cfg: &Config,
+    writer: Option<&dyn PartWriter>,
+) -> Outcome {
+    let started = Instant::now();
+    let mut manifest = empty_manifest(meta, &cfg.output_prefix);
+    manifest.source.size = source.size();
+    let key_kind = kind_from_key(&manifest.source.key);
+    if let Some((kind, braze)) = &key_kind {
+        manifest.kind = *kind;
+        manifest.braze = braze.clone();
+    }
+    let key = manifest.source.key.clone();
+    let mut ctx = Ctx {
+        cfg,
+        key: &key,
+        kind: key_kind.map(|(k, _)| k),
+        writer: if cfg.write_parts { writer } else { None },
+        budget: Budget::default(),
+        used_keys: HashSet::new(),
+        failed: false,
+        retryable: None,
+    };
+    let size = source.size();
+    if let Err(limit) = decode::check_object_size(size, &cfg.limits) {
+        ctx.failed = true;
+        manifest.errors.push(ObjectError {
+            message: limit.to_string(),
+            part: None,
+        });
+    } else {
+        match read_head(source) {
+            Err(e) => {
+                ctx.failed = true;
+                let message = format!("the object cannot be read: {e}");
+                if is_transient(&e) {
+                    ctx.retryable = Some(message.clone());
+                }
+                manifest.errors.push(ObjectError {
+                    message,
+                    part: None,
+                });
+            }
+            Ok(head) => {
+                manifest.compression = codec_from_magic(&head);
+                if manifest.compression == Compression::Zip {
+                    process_zip(&mut ctx, source, &mut manifest);
+                } else {
+                    process_stream(&mut ctx, source, &mut manifest);
+                }
+            }
+        }
+    }
+    if ctx.kind.is_none() {
+        manifest.kind = if manifest.parts.iter().any(|p| p.format == Format::Csv) {
+            Kind::Report
+        } else {
+            Kind::Unknown
+        };
+    }
+    manifest.compute_totals();
+    manifest.status = if ctx.failed {
+        Status::Failed
+    } else if manifest.parts.iter().any(|p| !p.errors.is_empty()) {
+        Status::Partial
+    } else {
+        Status::Complete
+    };
+    manifest.duration_ms = started.elapsed().as_millis() as u64;
+    manifest.processed_at = now_rfc3339();
+    info!(
+        key = %crate::sanitize_for_log(&key),
+        size,
+        kind = manifest.kind.as_str(),
+        compression = manifest.compression.as_str(),
+        status = manifest.status.as_str(),
+        parts = manifest.totals.parts,
+        records = manifest.totals.records,
+        bytes = manifest.totals.bytes,
+        duration_ms = manifest.duration_ms,
+        "indexed object"
+    );
+    Outcome {
+        manifest,
+        retryable: ctx.retryable,
+    }
+}
+
+fn read_head(source: &dyn ObjectSource) -> io::Result<Vec<u8>> {
+    let n = source.size().min(MAGIC_LEN as u64);
+    let mut head = Vec::with_capacity(n as usize);
+    source.read_range(0, n)?.read_to_end(&mut head)?;
+    Ok(head)
+}
+
+fn process_stream(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Manifest) {
+    let size = source.size();
+    let name = single_part_name(ctx.key, manifest.compression);
+    let container = match manifest.compression {
+        Compression::Gzip => "gzip stream",
+        Compression::Zstd => "zstd stream",
+        _ => "object",
+    };
+    let opened = source.read_range(0, size).and_then(|raw| {
+        decode::open_stream(
+            manifest.compression,
+            raw,
+            size,
+            &ctx.cfg.limits,
+            &ctx.budget,
+        )
+    });
+    match opened {
+        Ok(mut stream) => {
+            let (part, fatal) = process_part(ctx, &name, size, &mut stream);
+            push_part(ctx, manifest, part, fatal, container);
+        }
+        Err(e) => {
+            let part = failed_part(&name, size);
+            push_part(ctx, manifest, part, Some(e), container);
+        }
+    }
+}
+
+fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Manifest) {
+    let size = source.size();
+    let reader = BufReader::with_capacity(64 * 1024, SeekableSource::new(source));
+    let archive = Archive::open(reader, size, &ctx.cfg.limits);
+    let (mut archive, members) = match archive.and_then(|a| {
+        let m = a.members()?;
+        Ok((a, m))
+    }) {
+        Ok(x) => x,
+        Err(e) => {
+            let message = archive_error_message(ctx, e);
+            manifest.errors.push(ObjectError {
+                message,
+                part: None,
+            });
+            return;
+        }
+    };
+    for member in members.iter().filter(|m| !m.is_dir) {
+        let container = format!("zip member {:?}", member.name);
+        match archive.open_member(member, &ctx.cfg.limits, &ctx.budget) {
+            Ok(mut stream) => {
+                let (part, fatal) =
+                    process_part(ctx, &member.name, member.compressed_size, &mut stream);
+                push_part(ctx, manifest, part, fatal, &container);
+            }
+            Err(e) => {
+                let message = archive_error_message(ctx, e);
+                let mut part = failed_part(&member.name, member.compressed_size);
+                part.errors.push(crate::manifest::RecordError {
+                    record: None,
+                    line: None,
+                    message: message.clone(),
+                });
+                manifest.parts.push(part);
+                manifest.errors.push(ObjectError {
+                    message,
+                    part: Some(member.name.clone()),
+                });
+            }
+        }
+        if ctx.retryable.is_some() {
+            // The source is failing: stop here, the whole object will be retried.
+            break;
+        }
+    }
+}
+
+fn archive_error_message(ctx: &mut Ctx<'_>, e: ArchiveError) -> String {
+    ctx.failed = true;
+    match e {
+        ArchiveError::Io(io) => {
+            let message = format!("the zip archive cannot be read: {io}");
+            if is_transient(&io) {
+                ctx.retryable = Some(message.clone());
+            }
+            message
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A part that could not be opened at all.
+fn failed_part(name: &str, compressed_bytes: u64) -> Part {
+    Part {
+        name: name.to_string(),
+        format: Format::Binary,
+        records: 0,
+        bytes: 0,
+        compressed_bytes,
+        sha256: format!("{:x}", Sha256::digest(b"")),
+        columns: None,
+        delimiter: None,
+        offsets: vec![[0, 0]],
+        output: None,
+        errors: Vec::new(),
+    }
+}
+
+/// Adds a part and, when it failed, the object-level error that says why.
+fn push_part(
+    ctx: &mut Ctx<'_>,
+    manifest: &mut Manifest,
+    mut part: Part,
+    fatal: Option<io::Error>,
+    container: &str,
+) {
+    if let Some(e) = fatal {
+        ctx.failed = true;
+        let message = describe(&e, container);
+        if is_transient(&e) {
+            ctx.retryable.get_or_insert_with(|| message.clone());
+        }
+        part.errors.push(crate::manifest::RecordError {
+            record: None,
+            line: None,
+            message: message.clone(),
+        });
+        manifest.errors.push(ObjectError {
+            message,
+            part: Some(part.name.clone()),
+        });
+    } else if !part.errors.is_empty() {
+        let bad = part.errors.iter().filter(|e| e.record.is_some()).count();
+        let first = &part.errors[0];
+        manifest.errors.push(ObjectError {
+            message: format!(
+                "bad records: {}{} (first{}: {})",
+                bad,
+                if bad == part.errors.len() { "" } else { " and more" },
+                first.line.map(|l| format!(" at line {l}")).unwrap_or_default(),
+                first.message
+            ),
+            part: Some(part.name.clone()),
+        });
+    }
+    manifest.parts.push(part);
+}
+
+/// A clear message for a stream that stopped.
+fn describe(e: &io::Error, container: &str) -> String {
+    if let Some(limit) = limit_of(e) {
+        return limit.to_string();
+    }
+    if let Some(inner) = e.get_ref() {
+        if inner.is::<FormatError>() || inner.is::<Transient>() {
+            return inner.to_string();
+        }
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => format!("{container} is truncated: {e}"),
+        _ if e.to_string() == "Invalid checksum" => {
+            format!("{container} fails its CRC-32 check: the data is corrupt")
+        }
+        _ => format!("{container} cannot be decoded: {e}"),
+    }
+}
+
+/// Hashes, counts and writes every byte read through it.
+struct Tee<'a, R> {
+    inner: R,
+    sha: Sha256,
+    bytes: u64,
+    out: Option<Box<dyn PartUpload + 'a>>,
+    out_key: &'a str,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let chunk = &buf[..n];
+        self.sha.update(chunk);
+        self.bytes += n as u64;
+        if let Some(out) = self.out.as_mut() {
+            out.write_all(chunk).map_err(|e| {
+                io::Error::other(Transient(format!(
+                    "writing part {:?} failed: {e}",
+                    self.out_key
+                )))
+            })?;
+        }
+        Ok(n)
+    }
+}
+
+/// The output key of a part, unique within the object.
+fn output_key(ctx: &mut Ctx<'_>, name: &str) -> String {
+    let clean = sanitize_part_name(name).unwrap_or_else(|| "part".to_string());
+    let mut key = part_key(&ctx.cfg.output_prefix, ctx.key, &clean);
+    let mut n = 1;
+    while !ctx.used_keys.insert(key.clone()) {
+        n += 1;
+        key = part_key(&ctx.cfg.output_prefix, ctx.key, &format!("{clean}~{n}"));
+    }
+    key
+}
+
+/// Streams one part through hashing, indexing and writing.
+fn process_part(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    compressed_bytes: u64,
+    stream: &mut dyn Read,
+) -> (Part, Option<io::Error>) {
+    let key = output_key(ctx, name);
+    let upload = match ctx.writer.map(|w| w.create(&key)).transpose() {
+        Ok(u) => u,
+        Err(e) => {
+            let e = io::Error::other(Transient(format!("cannot write part {key:?}: {e}")));
+            return (failed_part(name, compressed_bytes), Some(e));
+        }
+    };
+    let mut tee = Tee {
+        inner: stream,
+        sha: Sha256::new(),
+        bytes: 0,
+        out: upload,
+        out_key: &key,
+    };
+    let (indexed, format) = sniff_and_index(ctx, &mut tee);
+    let (sha, bytes, upload) = (tee.sha.finalize(), tee.bytes, tee.out.take());
+    let mut fatal = indexed.fatal;
+    let mut output = None;
+    if let (Some(upload), Some(writer)) = (upload, ctx.writer) {
+        if fatal.is_some() {
+            upload.abort();
+        } else {
+            match upload.finish() {
+                Ok(()) => {
+                    output = Some(Output {
+                        bucket: writer.bucket().to_string(),
+                        key: key.clone(),
+                    })
+                }
+                Err(e) => {
+                    fatal = Some(io::Error::other(Transient(format!(
+                        "writing part {key:?} failed: {e}"
+                    ))))
+                }
+            }
+        }
+    }
+    if let Some(e) = &fatal {
+        warn!(part = %crate::sanitize_for_log(name), error = %e, "part stopped");
+    }
+    let part = Part {
+        name: name.to_string(),
+        format: format.0,
+        records: indexed.records,
+        bytes,
+        compressed_bytes,
+        sha256: format!("{sha:x}"),
+        columns: indexed.columns,
+        delimiter: format.1.map(|d| (d as char).to_string()),
+        offsets: indexed.offsets,
+        output,
+        errors: indexed.errors.into_listed(),
+    };
+    (part, fatal)
+}
+
+/// Reads the first bytes to decide the format, then indexes the whole part.
+fn sniff_and_index<R: Read>(
+    ctx: &Ctx<'_>,
+    tee: &mut Tee<'_, R>,
+) -> (Indexed, (Format, Option<u8>)) {
+    let mut sample = Vec::with_capacity(SNIFF_LEN);
+    let whole = match (&mut *tee).take(SNIFF_LEN as u64).read_to_end(&mut sample) {
+        Ok(_) => sample.len() < SNIFF_LEN,
+        Err(e) => {
+            let format = index::sniff(&sample, false, ctx.kind);
+            let indexed = Indexed {
+                offsets: vec![[0, 0]],
+                fatal: Some(e),
+                ..Indexed::default()
+            };
+            return (indexed, format);
+        }
+    };
+    let format = index::sniff(&sample, whole, ctx.kind);
+    let opts = Options {
+        offset_interval: ctx.cfg.offset_interval,
+        max_record_bytes: ctx.cfg.limits.max_record_bytes,
+    };
+    let mut reader = BufReader::with_capacity(READ_BUFFER, Cursor::new(sample).chain(tee));
+    let indexed = index::run(format.0, format.1, &mut reader, &opts);
+    (indexed, format)
+}
