@@ -7,12 +7,16 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::manifest::{Source, Status};
-use crate::pipeline;
 use crate::store::PartWriter;
 use crate::store::local::{LocalDir, LocalFile};
+use crate::{handler, pipeline};
 
 #[derive(Debug, Parser)]
-#[command(name = "export-fetcher", version, about = "Index, decompress and forward the files Braze writes to S3")]
+#[command(
+    name = "export-fetcher",
+    version,
+    about = "Index, decompress and forward the files Braze writes to S3"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -31,12 +35,76 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Run the Lambda handler once on an event file against the configured AWS endpoints
+    /// (`AWS_ENDPOINT_URL` works for a local S3); print the handler's response.
+    Invoke {
+        /// A Lambda event (see `events/`).
+        event: PathBuf,
+    },
 }
 
 /// Exit status: 0 complete, 1 partial or failed, 2 usage error.
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_NOT_COMPLETE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+
+/// Runs `invoke`; returns the exit status (0 when the handler succeeded, 1 when it failed).
+pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
+    let text = match std::fs::read_to_string(&event) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("export-fetcher: cannot read {}: {e}", event.display());
+            return EXIT_USAGE;
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("export-fetcher: {} is not JSON: {e}", event.display());
+            return EXIT_USAGE;
+        }
+    };
+    let env = match handler::build_env(cfg).await {
+        Ok(env) => Arc::new(env),
+        Err(e) => {
+            eprintln!("export-fetcher: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match handler::handle(env, value, None).await {
+        Ok(response) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&response).unwrap_or_default()
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            let diagnostic = lambda_runtime::Diagnostic::from(e);
+            println!(
+                "{}",
+                serde_json::json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message})
+            );
+            eprintln!("export-fetcher: {}", diagnostic.error_message);
+            EXIT_NOT_COMPLETE
+        }
+    }
+}
+
+/// Serves the Lambda Runtime API until the runtime stops.
+pub async fn serve_lambda(cfg: Config) -> Result<(), lambda_runtime::Error> {
+    let env = Arc::new(handler::build_env(cfg).await?);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let env = env.clone();
+            async move {
+                let deadline = handler::work_deadline(event.context.deadline);
+                handler::handle(env, event.payload, deadline).await
+            }
+        },
+    ))
+    .await
+}
 
 /// Runs `index`; returns the exit status.
 pub async fn index(file: PathBuf, key: Option<String>, out: Option<PathBuf>, cfg: Config) -> i32 {
@@ -52,14 +120,15 @@ pub async fn index(file: PathBuf, key: Option<String>, out: Option<PathBuf>, cfg
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    let writer: Option<Arc<dyn PartWriter>> = out.as_deref().map(|dir| Arc::new(LocalDir::new(dir)) as _);
+    let writer: Option<Arc<dyn PartWriter>> =
+        out.as_deref().map(|dir| Arc::new(LocalDir::new(dir)) as _);
     let meta = Source {
         bucket: String::new(),
         key,
         ..Source::default()
     };
     let cfg = Arc::new(cfg);
-    let outcome = pipeline::run(Arc::new(source), meta, cfg, writer.clone()).await;
+    let outcome = pipeline::run(Arc::new(source), meta, cfg, writer.clone(), None).await;
     let manifest = outcome.manifest;
     let json = manifest.to_json_pretty();
     if let Some(writer) = &writer

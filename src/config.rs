@@ -45,7 +45,59 @@ pub enum Sse {
     #[default]
     None,
     Aes256,
-    Kms { key_id: Option<String> },
+    Kms {
+        key_id: Option<String>,
+    },
+}
+
+/// `INCLUDE_KEYS` / `EXCLUDE_KEYS` compiled: a key is processed when it matches an include
+/// pattern (or there are none) and no exclude pattern. `*` matches any characters, `/` included.
+#[derive(Debug, Clone)]
+pub struct KeyFilter {
+    include: Option<globset::GlobSet>,
+    exclude: globset::GlobSet,
+}
+
+impl KeyFilter {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<KeyFilter, ConfigError> {
+        let build = |name: &'static str, patterns: &[String]| {
+            let mut set = globset::GlobSetBuilder::new();
+            for p in patterns {
+                let glob = globset::Glob::new(p).map_err(|e| ConfigError {
+                    name,
+                    value: p.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+                set.add(glob);
+            }
+            set.build().map_err(|e| ConfigError {
+                name,
+                value: patterns.join(","),
+                reason: e.to_string(),
+            })
+        };
+        Ok(KeyFilter {
+            include: if include.is_empty() {
+                None
+            } else {
+                Some(build("INCLUDE_KEYS", include)?)
+            },
+            exclude: build("EXCLUDE_KEYS", exclude)?,
+        })
+    }
+
+    /// Whether the key is to be processed; `Err` names why not.
+    pub fn check(&self, key: &str) -> Result<(), &'static str> {
+        if let Some(include) = &self.include
+            && !include.is_match(key)
+        {
+            return Err("matches no INCLUDE_KEYS pattern");
+        }
+        if self.exclude.is_match(key) {
+            return Err("matches an EXCLUDE_KEYS pattern");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +167,10 @@ impl Config {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
-        let mut cfg = Config::default();
-        cfg.output_bucket = get("OUTPUT_BUCKET");
+        let mut cfg = Config {
+            output_bucket: get("OUTPUT_BUCKET"),
+            ..Config::default()
+        };
         if let Some(prefix) = vars.get("OUTPUT_PREFIX") {
             let prefix = prefix.trim().trim_start_matches('/');
             cfg.output_prefix = if prefix.is_empty() || prefix.ends_with('/') {
@@ -173,6 +227,7 @@ impl Config {
         }
         cfg.include_keys = parse_list(get("INCLUDE_KEYS"));
         cfg.exclude_keys = parse_list(get("EXCLUDE_KEYS"));
+        KeyFilter::new(&cfg.include_keys, &cfg.exclude_keys)?;
         let limits = &mut cfg.limits;
         for (name, slot) in [
             ("MAX_OBJECT_BYTES", &mut limits.max_object_bytes),
@@ -289,8 +344,28 @@ mod tests {
     }
 
     #[test]
+    fn key_filters() {
+        let f = KeyFilter::new(
+            &["segment-export/**".into(), "currents/*.avro".into()],
+            &["**/tmp/**".into()],
+        )
+        .unwrap();
+        let cases = [
+            ("segment-export/s/2024-01-01/x.zip", true),
+            ("segment-export/s/tmp/x.zip", false),
+            ("currents/a/b/c.avro", true),
+            ("reports/x.csv", false),
+        ];
+        for (key, want) in cases {
+            assert_eq!(f.check(key).is_ok(), want, "{key}");
+        }
+        assert!(KeyFilter::new(&[], &[]).unwrap().check("anything").is_ok());
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let cases: &[(&str, &str)] = &[
+            ("INCLUDE_KEYS", "a/[b"),
             ("MAX_EXPANSION_RATIO", "lots"),
             ("OFFSET_INTERVAL", "0"),
             ("WRITE_PARTS", "maybe"),

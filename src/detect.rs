@@ -125,9 +125,7 @@ fn segment_export(segments: &[&str]) -> Option<(Kind, Braze)> {
 /// `<folder>/dataexport.[<cluster>.]<conn>.integration.<id>/event_type=<t>/date=<YYYY-MM-DD-HH>/…`
 /// in its three layouts: `version=<n>/<env>/<file>`, `<schema_id>/<zone>/<file>`, or `<file>`.
 fn currents(segments: &[&str]) -> Option<(Kind, Braze)> {
-    let et = segments
-        .iter()
-        .position(|s| s.starts_with("event_type="))?;
+    let et = segments.iter().position(|s| s.starts_with("event_type="))?;
     let event_type = segments[et].strip_prefix("event_type=")?;
     let date_hour = segments.get(et + 1)?.strip_prefix("date=")?;
     if event_type.is_empty() || !is_date_hour(date_hour) {
@@ -146,7 +144,11 @@ fn currents(segments: &[&str]) -> Option<(Kind, Braze)> {
         .checked_sub(1)
         .map(|i| segments[i])
         .filter(|s| s.starts_with("dataexport."))
-        .or_else(|| file.split('+').next().filter(|s| s.starts_with("dataexport.")));
+        .or_else(|| {
+            file.split('+')
+                .next()
+                .filter(|s| s.starts_with("dataexport."))
+        });
     let (cluster, integration_id) = connector.and_then(parse_connector).unwrap_or((None, None));
     Some((
         Kind::Currents,
@@ -204,9 +206,8 @@ fn message_archive(segments: &[&str]) -> Option<(Kind, Braze)> {
 /// Unix seconds → `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn unix_to_rfc3339(secs: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.format(&format).ok()
 }
 
@@ -243,99 +244,129 @@ mod tests {
             // Braze's documented API export example (segment id is not a well-formed UUID).
             (
                 "segment-export/abc56c0c-rd4a-pb0a-870pdf4db07q/2019-04-25/d9696570-dfb7-45ae-baa2-25e302r2da27-1556044807/114f0226319130e1a4770f2602b5639a.zip",
-                Some((Kind::ApiUserExport, braze(&[
-                    ("segment_id", "abc56c0c-rd4a-pb0a-870pdf4db07q"),
-                    ("date", "2019-04-25"),
-                    ("export_id", "d9696570-dfb7-45ae-baa2-25e302r2da27"),
-                    ("object_prefix", "d9696570-dfb7-45ae-baa2-25e302r2da27-1556044807"),
-                    ("requested_at", "2019-04-23T18:40:07Z"),
-                ]))),
+                Some((
+                    Kind::ApiUserExport,
+                    braze(&[
+                        ("segment_id", "abc56c0c-rd4a-pb0a-870pdf4db07q"),
+                        ("date", "2019-04-25"),
+                        ("export_id", "d9696570-dfb7-45ae-baa2-25e302r2da27"),
+                        (
+                            "object_prefix",
+                            "d9696570-dfb7-45ae-baa2-25e302r2da27-1556044807",
+                        ),
+                        ("requested_at", "2019-04-23T18:40:07Z"),
+                    ]),
+                )),
             ),
             (
                 "segment-export/global-control-group/2024-02-29/0b6c1a6e-2f4c-4d7e-9f1a-3a5b7c9d1e2f-1709164800/9f86d081884c7d659a2feaa0c55ad015.gz",
-                Some((Kind::ApiUserExport, braze(&[
-                    ("segment_id", "global-control-group"),
-                    ("date", "2024-02-29"),
-                    ("export_id", "0b6c1a6e-2f4c-4d7e-9f1a-3a5b7c9d1e2f"),
-                    ("object_prefix", "0b6c1a6e-2f4c-4d7e-9f1a-3a5b7c9d1e2f-1709164800"),
-                    ("requested_at", "2024-02-29T00:00:00Z"),
-                ]))),
+                Some((
+                    Kind::ApiUserExport,
+                    braze(&[
+                        ("segment_id", "global-control-group"),
+                        ("date", "2024-02-29"),
+                        ("export_id", "0b6c1a6e-2f4c-4d7e-9f1a-3a5b7c9d1e2f"),
+                        (
+                            "object_prefix",
+                            "0b6c1a6e-2f4c-4d7e-9f1a-3a5b7c9d1e2f-1709164800",
+                        ),
+                        ("requested_at", "2024-02-29T00:00:00Z"),
+                    ]),
+                )),
             ),
             (
                 "segment-export/5e1b3c0a9d2f4a0012345678/2023-11-02/users-x7Kp2QvL9m.zip",
-                Some((Kind::DashboardCsvExport, braze(&[
-                    ("segment_id", "5e1b3c0a9d2f4a0012345678"),
-                    ("date", "2023-11-02"),
-                ]))),
+                Some((
+                    Kind::DashboardCsvExport,
+                    braze(&[
+                        ("segment_id", "5e1b3c0a9d2f4a0012345678"),
+                        ("date", "2023-11-02"),
+                    ]),
+                )),
             ),
             // Currents, current layout.
             (
                 "currents-export/dataexport.prod-01.S3.integration.69cadaaed2d51b7c75b1a3e5/event_type=users.messages.pushnotification.Send/date=2025-04-01-17/version=6/us-01/dataexport.prod-01.S3.integration.69cadaaed2d51b7c75b1a3e5+0+123456.avro",
-                Some((Kind::Currents, braze(&[
-                    ("integration_id", "69cadaaed2d51b7c75b1a3e5"),
-                    ("cluster", "prod-01"),
-                    ("event_type", "users.messages.pushnotification.Send"),
-                    ("date_hour", "2025-04-01-17"),
-                    ("currents_version", "6"),
-                ]))),
+                Some((
+                    Kind::Currents,
+                    braze(&[
+                        ("integration_id", "69cadaaed2d51b7c75b1a3e5"),
+                        ("cluster", "prod-01"),
+                        ("event_type", "users.messages.pushnotification.Send"),
+                        ("date_hour", "2025-04-01-17"),
+                        ("currents_version", "6"),
+                    ]),
+                )),
             ),
             // Currents, older layout with schema id and zone.
             (
                 "currents/dataexport.prod-03.AzureBlob.integration.5a1b2c3d4e5f/event_type=users.behaviors.CustomEvent/date=2021-06-30-23/327/us-03/dataexport.prod-03.AzureBlob.integration.5a1b2c3d4e5f+1+0000012345.avro",
-                Some((Kind::Currents, braze(&[
-                    ("integration_id", "5a1b2c3d4e5f"),
-                    ("cluster", "prod-03"),
-                    ("event_type", "users.behaviors.CustomEvent"),
-                    ("date_hour", "2021-06-30-23"),
-                ]))),
+                Some((
+                    Kind::Currents,
+                    braze(&[
+                        ("integration_id", "5a1b2c3d4e5f"),
+                        ("cluster", "prod-03"),
+                        ("event_type", "users.behaviors.CustomEvent"),
+                        ("date_hour", "2021-06-30-23"),
+                    ]),
+                )),
             ),
             // Currents, oldest names without a cluster.
             (
                 "currents/dataexport.S3.integration.5a1b2c3d4e5f/event_type=agentconsole.AgentExecutedTool/date=2019-01-01-00/dataexport.S3.integration.5a1b2c3d4e5f+2+0000035465.avro",
-                Some((Kind::Currents, braze(&[
-                    ("integration_id", "5a1b2c3d4e5f"),
-                    ("event_type", "agentconsole.AgentExecutedTool"),
-                    ("date_hour", "2019-01-01-00"),
-                ]))),
+                Some((
+                    Kind::Currents,
+                    braze(&[
+                        ("integration_id", "5a1b2c3d4e5f"),
+                        ("event_type", "agentconsole.AgentExecutedTool"),
+                        ("date_hour", "2019-01-01-00"),
+                    ]),
+                )),
             ),
             // A second connector in its own folder, GCS connector name.
             (
                 "braze/eu/dataexport.prod-05.GCS.integration.abc/event_type=users.campaigns.Conversion/date=2026-01-31-09/version=7/eu-01/dataexport.prod-05.GCS.integration.abc+12+99.avro",
-                Some((Kind::Currents, braze(&[
-                    ("integration_id", "abc"),
-                    ("cluster", "prod-05"),
-                    ("event_type", "users.campaigns.Conversion"),
-                    ("date_hour", "2026-01-31-09"),
-                    ("currents_version", "7"),
-                ]))),
+                Some((
+                    Kind::Currents,
+                    braze(&[
+                        ("integration_id", "abc"),
+                        ("cluster", "prod-05"),
+                        ("event_type", "users.campaigns.Conversion"),
+                        ("date_hour", "2026-01-31-09"),
+                        ("currents_version", "7"),
+                    ]),
+                )),
             ),
             // Message archiving.
             (
                 "sent_messages/email/6b9f1f5e0c1d2e3f4a5b6c7d8e9f0a1b/5f2a3b4c5d6e7f8091a2b3c4/d_1a2b3c4d.json.gz",
-                Some((Kind::MessageArchive, braze(&[
-                    ("channel", "email"),
-                    ("dispatch_id", "d_1a2b3c4d"),
-                ]))),
+                Some((
+                    Kind::MessageArchive,
+                    braze(&[("channel", "email"), ("dispatch_id", "d_1a2b3c4d")]),
+                )),
             ),
             (
                 "sent_messages/sms/0cc175b9c0f1b6a831c399e269772661/unassociated/dispatch 7+x.json.gz",
-                Some((Kind::MessageArchive, braze(&[
-                    ("channel", "sms"),
-                    ("dispatch_id", "dispatch 7+x"),
-                ]))),
+                Some((
+                    Kind::MessageArchive,
+                    braze(&[("channel", "sms"), ("dispatch_id", "dispatch 7+x")]),
+                )),
             ),
             // Keys with URL-ish characters, already decoded: spaces, '+', '=', unicode.
             (
                 "segment-export/my segment+1=é/2024-01-01/users-ü 1.zip",
-                Some((Kind::DashboardCsvExport, braze(&[
-                    ("segment_id", "my segment+1=é"),
-                    ("date", "2024-01-01"),
-                ]))),
+                Some((
+                    Kind::DashboardCsvExport,
+                    braze(&[("segment_id", "my segment+1=é"), ("date", "2024-01-01")]),
+                )),
             ),
             // Not Braze layouts.
             ("reports/engagement/campaigns 2024-01.csv", None),
             ("segment-export/abc/not-a-date/x.zip", None),
-            ("segment-export/abc/2024-01-01/no-timestamp-here/x.zip", None),
+            (
+                "segment-export/abc/2024-01-01/no-timestamp-here/x.zip",
+                None,
+            ),
             ("sent_messages/fax/x/y/z.json.gz", None),
             ("currents/event_type=x/date=2024-01-01/file.avro", None),
             ("", None),

@@ -14,17 +14,21 @@
 //! - [`index`]: one module per content format (jsonl, csv, avro, json, lines); pure over bytes.
 //! - [`manifest`]: the manifest v1 types, its JSON Schema and the deterministic output keys.
 //! - [`store`]: object access behind narrow traits (`ObjectSource`, `PartWriter`); local files.
+//! - [`trigger`]: every Lambda envelope → object events (S3, SQS, SNS, EventBridge, key decoding).
 //! - [`pipeline`]: one object from fetch to manifest; the failure policy lives there, once.
+//! - [`handler`]: Lambda event → pipeline runs → response (batch item failures).
 //! - [`cli`]: the `export-fetcher` command line (`index`).
 
 pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod handler;
 pub mod index;
 pub mod manifest;
 pub mod pipeline;
 pub mod store;
+pub mod trigger;
 
 /// Makes a key or name safe to put in a log line: control characters (newlines, escape
 /// sequences) are escaped and very long values are cut.

@@ -26,7 +26,9 @@ fn init_tracing() {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // Inside Lambda the binary serves the runtime API; anywhere else it is a command line tool.
+    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let cli = if in_lambda { None } else { Some(Cli::parse()) };
     init_tracing();
     let cfg = match Config::from_env() {
         Ok(cfg) => cfg,
@@ -35,7 +37,10 @@ fn main() {
             std::process::exit(EXIT_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("export-fetcher: cannot start the async runtime: {e}");
@@ -43,8 +48,16 @@ fn main() {
         }
     };
     let code = runtime.block_on(async {
-        match cli.command {
-            Command::Index { file, key, out } => cli::index(file, key, out, cfg).await,
+        match cli.map(|c| c.command) {
+            None => match cli::serve_lambda(cfg).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("export-fetcher: the Lambda runtime stopped: {e}");
+                    1
+                }
+            },
+            Some(Command::Index { file, key, out }) => cli::index(file, key, out, cfg).await,
+            Some(Command::Invoke { event }) => cli::invoke(event, cfg).await,
         }
     });
     std::process::exit(code);

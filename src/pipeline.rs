@@ -16,7 +16,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, KeyFilter};
 use crate::decode::zip::{Archive, ArchiveError};
 use crate::decode::{self, Budget, READ_BUFFER, limit_of};
 use crate::detect::{MAGIC_LEN, codec_from_magic, kind_from_key, single_part_name};
@@ -25,7 +25,12 @@ use crate::manifest::{
     Braze, Compression, Format, Kind, MANIFEST_VERSION, Manifest, ObjectError, Output, Part,
     Producer, Source, Status, Totals, manifest_key, now_rfc3339, part_key, sanitize_part_name,
 };
-use crate::store::{ObjectSource, PartUpload, PartWriter, SeekableSource, Transient, is_transient};
+use crate::store::s3::S3Store;
+use crate::store::{
+    Condition, ObjectInfo, ObjectSource, PartUpload, PartWriter, SeekableSource, StoreError,
+    Transient, is_transient,
+};
+use crate::trigger::ObjectEvent;
 
 /// The result of processing one object.
 #[derive(Debug)]
@@ -42,24 +47,27 @@ pub async fn run(
     meta: Source,
     cfg: Arc<Config>,
     writer: Option<Arc<dyn PartWriter>>,
+    deadline: Option<Instant>,
 ) -> Outcome {
     let fallback = meta.clone();
     let prefix = cfg.output_prefix.clone();
-    tokio::task::spawn_blocking(move || index_object(&*source, meta, &cfg, writer.as_deref()))
-        .await
-        .unwrap_or_else(|e| {
-            let message = format!("processing stopped unexpectedly: {e}");
-            let mut manifest = empty_manifest(fallback, &prefix);
-            manifest.status = Status::Failed;
-            manifest.errors.push(ObjectError {
-                message: message.clone(),
-                part: None,
-            });
-            Outcome {
-                manifest,
-                retryable: Some(message),
-            }
-        })
+    tokio::task::spawn_blocking(move || {
+        index_object(&*source, meta, &cfg, writer.as_deref(), deadline)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let message = format!("processing stopped unexpectedly: {e}");
+        let mut manifest = empty_manifest(fallback, &prefix);
+        manifest.status = Status::Failed;
+        manifest.errors.push(ObjectError {
+            message: message.clone(),
+            part: None,
+        });
+        Outcome {
+            manifest,
+            retryable: Some(message),
+        }
+    })
 }
 
 fn empty_manifest(source: Source, prefix: &str) -> Manifest {
@@ -88,6 +96,7 @@ struct Ctx<'a> {
     writer: Option<&'a dyn PartWriter>,
     budget: Budget,
     used_keys: HashSet<String>,
+    deadline: Option<Instant>,
     /// Some stream or archive could not be read to its end, or a limit was crossed.
     failed: bool,
     retryable: Option<String>,
@@ -95,11 +104,13 @@ struct Ctx<'a> {
 
 /// Processes one object, blocking. Never panics on any input; every problem ends up in the
 /// manifest.
+/// Work stops with a transient error once `deadline` has passed.
 pub fn index_object(
     source: &dyn ObjectSource,
     meta: Source,
     cfg: &Config,
     writer: Option<&dyn PartWriter>,
+    deadline: Option<Instant>,
 ) -> Outcome {
     let started = Instant::now();
     let mut manifest = empty_manifest(meta, &cfg.output_prefix);
@@ -117,6 +128,7 @@ pub fn index_object(
         writer: if cfg.write_parts { writer } else { None },
         budget: Budget::default(),
         used_keys: HashSet::new(),
+        deadline,
         failed: false,
         retryable: None,
     };
@@ -330,8 +342,15 @@ fn push_part(
             message: format!(
                 "bad records: {}{} (first{}: {})",
                 bad,
-                if bad == part.errors.len() { "" } else { " and more" },
-                first.line.map(|l| format!(" at line {l}")).unwrap_or_default(),
+                if bad == part.errors.len() {
+                    ""
+                } else {
+                    " and more"
+                },
+                first
+                    .line
+                    .map(|l| format!(" at line {l}"))
+                    .unwrap_or_default(),
                 first.message
             ),
             part: Some(part.name.clone()),
@@ -345,10 +364,10 @@ fn describe(e: &io::Error, container: &str) -> String {
     if let Some(limit) = limit_of(e) {
         return limit.to_string();
     }
-    if let Some(inner) = e.get_ref() {
-        if inner.is::<FormatError>() || inner.is::<Transient>() {
-            return inner.to_string();
-        }
+    if let Some(inner) = e.get_ref()
+        && (inner.is::<FormatError>() || inner.is::<Transient>())
+    {
+        return inner.to_string();
     }
     match e.kind() {
         io::ErrorKind::UnexpectedEof => format!("{container} is truncated: {e}"),
@@ -362,6 +381,7 @@ fn describe(e: &io::Error, container: &str) -> String {
 /// Hashes, counts and writes every byte read through it.
 struct Tee<'a, R> {
     inner: R,
+    deadline: Option<Instant>,
     sha: Sha256,
     bytes: u64,
     out: Option<Box<dyn PartUpload + 'a>>,
@@ -370,6 +390,11 @@ struct Tee<'a, R> {
 
 impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(io::Error::other(Transient(
+                "the invocation deadline is near: stopped so that the object is retried".into(),
+            )));
+        }
         let n = self.inner.read(buf)?;
         let chunk = &buf[..n];
         self.sha.update(chunk);
@@ -415,6 +440,7 @@ fn process_part(
     };
     let mut tee = Tee {
         inner: stream,
+        deadline: ctx.deadline,
         sha: Sha256::new(),
         bytes: 0,
         out: upload,
@@ -488,4 +514,202 @@ fn sniff_and_index<R: Read>(
     let mut reader = BufReader::with_capacity(READ_BUFFER, Cursor::new(sample).chain(tee));
     let indexed = index::run(format.0, format.1, &mut reader, &opts);
     (indexed, format)
+}
+
+/// What happened to one object event in the Lambda.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObjectOutcome {
+    /// Processed: the manifest was written (and forwarded).
+    Done { manifest: Box<Manifest> },
+    /// A manifest for this very version already exists: nothing was done or rewritten.
+    Duplicate { manifest_key: String },
+    /// Not processed by design (loop guard, key filters).
+    Skipped { reason: String },
+    /// A transient failure: the work must be retried (nothing final was written).
+    Retry { error: String },
+}
+
+impl ObjectOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            ObjectOutcome::Done { .. } => "done",
+            ObjectOutcome::Duplicate { .. } => "duplicate",
+            ObjectOutcome::Skipped { .. } => "skipped",
+            ObjectOutcome::Retry { .. } => "retry",
+        }
+    }
+}
+
+/// Everything the Lambda builds once per cold start.
+pub struct Env {
+    pub cfg: Arc<Config>,
+    pub filter: KeyFilter,
+    pub s3: S3Store,
+}
+
+impl Env {
+    /// The bucket outputs go to for an object of `source_bucket`.
+    pub fn output_bucket<'a>(&'a self, source_bucket: &'a str) -> &'a str {
+        self.cfg.output_bucket.as_deref().unwrap_or(source_bucket)
+    }
+}
+
+/// Whether an existing manifest describes this very version of the object.
+fn same_version(existing: &Source, info: &ObjectInfo) -> bool {
+    match (&existing.version_id, &info.version_id) {
+        (Some(a), Some(b)) => a == b,
+        _ => existing.etag.is_some() && existing.etag == info.etag && existing.size == info.size,
+    }
+}
+
+/// One object-created event, from the loop guard to the written manifest.
+pub async fn process_event(
+    env: &Env,
+    ev: &ObjectEvent,
+    deadline: Option<Instant>,
+) -> ObjectOutcome {
+    let cfg = &env.cfg;
+    let out_bucket = env.output_bucket(&ev.bucket).to_string();
+    if out_bucket == ev.bucket && ev.key.starts_with(&cfg.output_prefix) {
+        return ObjectOutcome::Skipped {
+            reason: format!(
+                "loop guard: the key is under OUTPUT_PREFIX {:?} of the output bucket",
+                cfg.output_prefix
+            ),
+        };
+    }
+    if let Err(reason) = env.filter.check(&ev.key) {
+        return ObjectOutcome::Skipped {
+            reason: reason.to_string(),
+        };
+    }
+    let mkey = manifest_key(&cfg.output_prefix, &ev.key);
+    let existing = match env.s3.get_small(&out_bucket, &mkey).await {
+        Ok(found) => found,
+        Err(e) => {
+            return ObjectOutcome::Retry {
+                error: e.to_string(),
+            };
+        }
+    };
+    let existing_manifest = existing
+        .as_ref()
+        .and_then(|(body, _)| serde_json::from_slice::<Manifest>(body).ok());
+    let mut meta = Source {
+        bucket: ev.bucket.clone(),
+        key: ev.key.clone(),
+        size: ev.size.unwrap_or(0),
+        etag: ev.etag.clone(),
+        version_id: ev.version_id.clone(),
+        sequencer: ev.sequencer.clone(),
+        event_time: ev.event_time.clone(),
+        event_name: Some(ev.event_name.clone()),
+    };
+    let info = match env
+        .s3
+        .head(&ev.bucket, &ev.key, ev.version_id.as_deref())
+        .await
+    {
+        Ok(info) => info,
+        Err(StoreError::NotFound(message)) => {
+            // Permanent: Braze removes exports after some hours. A `failed` manifest says so,
+            // unless one was already written for this notification.
+            if existing_manifest
+                .as_ref()
+                .is_some_and(|m| m.status == Status::Failed && m.source.sequencer == meta.sequencer)
+            {
+                return ObjectOutcome::Duplicate { manifest_key: mkey };
+            }
+            let mut manifest = empty_manifest(meta, &cfg.output_prefix);
+            if let Some((kind, braze)) = kind_from_key(&ev.key) {
+                manifest.kind = kind;
+                manifest.braze = braze;
+            }
+            manifest.status = Status::Failed;
+            manifest.errors.push(ObjectError {
+                message,
+                part: None,
+            });
+            return write_manifest(env, &out_bucket, manifest, existing.map(|(_, e)| e)).await;
+        }
+        Err(e) => {
+            return ObjectOutcome::Retry {
+                error: e.to_string(),
+            };
+        }
+    };
+    if let Some(m) = &existing_manifest
+        && m.status != Status::Skipped
+        && same_version(&m.source, &info)
+    {
+        return ObjectOutcome::Duplicate { manifest_key: mkey };
+    }
+    meta.size = info.size;
+    meta.etag = info.etag.clone();
+    meta.version_id = info.version_id.clone();
+    let handle = tokio::runtime::Handle::current();
+    let source: Arc<dyn ObjectSource> = Arc::new(env.s3.source(&info, handle.clone()));
+    let writer: Arc<dyn PartWriter> = Arc::new(env.s3.writer(&out_bucket, handle));
+    let outcome = run(source, meta, cfg.clone(), Some(writer), deadline).await;
+    if let Some(error) = outcome.retryable {
+        return ObjectOutcome::Retry { error };
+    }
+    write_manifest(env, &out_bucket, outcome.manifest, existing.map(|(_, e)| e)).await
+}
+
+/// Writes the manifest last, conditionally: only where none exists, or over the exact manifest
+/// that was read before the work. A lost race means a concurrent duplicate wrote it first.
+async fn write_manifest(
+    env: &Env,
+    out_bucket: &str,
+    manifest: Manifest,
+    previous_etag: Option<String>,
+) -> ObjectOutcome {
+    let body = manifest.to_json_pretty().into_bytes();
+    let condition = match previous_etag {
+        Some(etag) => Condition::IfMatch(etag),
+        None => Condition::IfNoneMatch,
+    };
+    match env
+        .s3
+        .put_small(
+            out_bucket,
+            &manifest.manifest_key,
+            body,
+            "application/json",
+            condition,
+        )
+        .await
+    {
+        Ok(()) => ObjectOutcome::Done {
+            manifest: Box::new(manifest),
+        },
+        Err(StoreError::PreconditionFailed) => {
+            // Someone else wrote it meanwhile: theirs stands if it is for this version.
+            match env.s3.get_small(out_bucket, &manifest.manifest_key).await {
+                Ok(Some((body, _))) => match serde_json::from_slice::<Manifest>(&body) {
+                    Ok(theirs)
+                        if theirs.source.etag == manifest.source.etag
+                            && theirs.source.version_id == manifest.source.version_id =>
+                    {
+                        ObjectOutcome::Duplicate {
+                            manifest_key: manifest.manifest_key,
+                        }
+                    }
+                    _ => ObjectOutcome::Retry {
+                        error: "the manifest changed while the object was processed".into(),
+                    },
+                },
+                Ok(None) => ObjectOutcome::Retry {
+                    error: "the manifest vanished during a conditional write".into(),
+                },
+                Err(e) => ObjectOutcome::Retry {
+                    error: e.to_string(),
+                },
+            }
+        }
+        Err(e) => ObjectOutcome::Retry {
+            error: format!("writing the manifest failed: {e}"),
+        },
+    }
 }

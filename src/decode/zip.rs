@@ -174,16 +174,13 @@ impl<R: Read + Seek + Send> Archive<R> {
         if member.encrypted {
             return Err(ArchiveError::Encrypted(member.name.clone()));
         }
-        let file = self
-            .inner
-            .by_index(member.index)
-            .map_err(|e| match e {
-                ZipError::Io(e) => ArchiveError::Io(e),
-                other => ArchiveError::Member {
-                    name: member.name.clone(),
-                    message: other.to_string(),
-                },
-            })?;
+        let file = self.inner.by_index(member.index).map_err(|e| match e {
+            ZipError::Io(e) => ArchiveError::Io(e),
+            other => ArchiveError::Member {
+                name: member.name.clone(),
+                message: other.to_string(),
+            },
+        })?;
         let checked = SizeChecked {
             inner: file,
             declared: member.size,
@@ -215,7 +212,11 @@ impl<R: Read> Read for SizeChecked<R> {
                 format!(
                     "member data is not what the archive says: the central directory declares {} bytes, the data has {}{}",
                     self.declared,
-                    if self.seen > self.declared { "more than " } else { "" },
+                    if self.seen > self.declared {
+                        "more than "
+                    } else {
+                        ""
+                    },
                     self.seen
                 ),
             ));

@@ -73,7 +73,10 @@ fn read_long(r: &mut impl Read) -> io::Result<i64> {
             return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
         }
     }
-    Err(io::Error::new(io::ErrorKind::InvalidData, "varint longer than 10 bytes"))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "varint longer than 10 bytes",
+    ))
 }
 
 fn read_bytes(r: &mut impl Read, max: u64) -> io::Result<Vec<u8>> {
@@ -113,7 +116,8 @@ fn read_header<R: BufRead>(r: &mut Tracked<R>, max: u64) -> io::Result<Header> {
             read_long(r).map_err(|e| r.fail(format!("Avro header is broken: {e}")))?;
         }
         for _ in 0..count {
-            let key = read_bytes(r, max).map_err(|e| r.fail(format!("Avro header is broken: {e}")))?;
+            let key =
+                read_bytes(r, max).map_err(|e| r.fail(format!("Avro header is broken: {e}")))?;
             let value =
                 read_bytes(r, max).map_err(|e| r.fail(format!("Avro header is broken: {e}")))?;
             meta.insert(String::from_utf8_lossy(&key).into_owned(), value);
@@ -270,6 +274,8 @@ fn tag(e: io::Error, block_no: u64, block_start: u64) -> io::Error {
     }
     FormatError::io(format!(
         "Avro block {block_no} at byte {block_start} is broken: {}",
-        e.get_ref().map(|inner| inner.to_string()).unwrap_or_else(|| e.to_string())
+        e.get_ref()
+            .map(|inner| inner.to_string())
+            .unwrap_or_else(|| e.to_string())
     ))
 }

@@ -71,13 +71,20 @@ pub fn index<R: BufRead>(r: &mut R, delimiter: u8, opts: &Options) -> Indexed {
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
-                    let f = if i == 0 { f.strip_prefix(BOM).unwrap_or(f) } else { f };
+                    let f = if i == 0 {
+                        f.strip_prefix(BOM).unwrap_or(f)
+                    } else {
+                        f
+                    };
                     String::from_utf8_lossy(f).into_owned()
                 })
                 .collect();
             if std::str::from_utf8(rec.as_slice()).is_err() {
-                out.errors
-                    .push(None, Some(pos.line()), "header is not valid UTF-8".to_string());
+                out.errors.push(
+                    None,
+                    Some(pos.line()),
+                    "header is not valid UTF-8".to_string(),
+                );
             }
             out.columns = Some(columns);
             header_len = Some(rec.len());
@@ -94,7 +101,10 @@ pub fn index<R: BufRead>(r: &mut R, delimiter: u8, opts: &Options) -> Indexed {
                 rec.len()
             ))
         } else if let Err(e) = std::str::from_utf8(rec.as_slice()) {
-            Err(format!("invalid UTF-8 at byte {} of the row's fields", e.valid_up_to()))
+            Err(format!(
+                "invalid UTF-8 at byte {} of the row's fields",
+                e.valid_up_to()
+            ))
         } else {
             Ok(())
         };
@@ -164,7 +174,11 @@ mod tests {
             (b"campaign|sent|opens\nx|1|2\n", true, Some(b'|')),
             (b"campaign:sent\nx:1\n", true, Some(b':')),
             (b"a\tb\n1\t2\n", true, Some(b'\t')),
-            (b"at,2024-01-01 10:00:00\nb,2024-01-01 11:00:00\n", true, Some(b',')),
+            (
+                b"at,2024-01-01 10:00:00\nb,2024-01-01 11:00:00\n",
+                true,
+                Some(b','),
+            ),
             (b"just one column\nvalue\n", true, None),
             (b"a,b\n1,2\n3,", false, Some(b',')),
             (b"a,b\n1,2,3\n", true, None),

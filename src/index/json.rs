@@ -47,9 +47,15 @@ mod tests {
             offset_interval: 10,
             max_record_bytes: 1 << 20,
         };
-        let out = index(&mut &b"{\n  \"to\": \"a@b.c\",\n  \"subject\": \"Hi\"\n}\n"[..], &opts);
+        let out = index(
+            &mut &b"{\n  \"to\": \"a@b.c\",\n  \"subject\": \"Hi\"\n}\n"[..],
+            &opts,
+        );
         assert_eq!((out.records, out.errors.total), (1, 0));
-        let out = index(&mut &b"{\n  \"to\": \"a@b.c\",\n  \"subject\": \n"[..], &opts);
+        let out = index(
+            &mut &b"{\n  \"to\": \"a@b.c\",\n  \"subject\": \n"[..],
+            &opts,
+        );
         assert_eq!((out.records, out.errors.total), (0, 1));
         let out = index(&mut &b"{\"a\":1} trailing"[..], &opts);
         assert_eq!((out.records, out.errors.total), (0, 1));

@@ -99,7 +99,10 @@ impl<'de> Visitor<'de> for KeyName<'_> {
 /// Validates one line; returns the error message for a bad one.
 pub(crate) fn check_line(line: &[u8], keys: &mut KeySet) -> Result<(), String> {
     if let Err(e) = std::str::from_utf8(line) {
-        return Err(format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()));
+        return Err(format!(
+            "invalid UTF-8 at byte {} of the line",
+            e.valid_up_to()
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(line);
     TopLevel(keys)
@@ -125,7 +128,9 @@ pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
         ordinal += 1;
         offsets.record_at(record, line.start);
         let verdict = if line.oversize {
-            Err(format!("record is longer than MAX_RECORD_BYTES ({max} bytes)"))
+            Err(format!(
+                "record is longer than MAX_RECORD_BYTES ({max} bytes)"
+            ))
         } else {
             check_line(bytes, &mut keys)
         };
@@ -164,7 +169,11 @@ mod tests {
         let errs = out.errors.into_listed();
         assert_eq!(errs.len(), 2);
         assert_eq!((errs[0].record, errs[0].line), (Some(2), Some(4)));
-        assert!(errs[0].message.starts_with("invalid JSON"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.starts_with("invalid JSON"),
+            "{}",
+            errs[0].message
+        );
         assert_eq!((errs[1].record, errs[1].line), (Some(3), Some(5)));
         assert!(errs[1].message.contains("UTF-8"), "{}", errs[1].message);
         // Records 0, 2, 4 start at these byte offsets.

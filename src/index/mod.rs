@@ -144,7 +144,8 @@ pub fn sniff(sample: &[u8], whole: bool, kind: Option<Kind>) -> (Format, Option<
                 let line_end = memchr::memchr(b'\n', text);
                 let first_line = &text[..line_end.unwrap_or(text.len())];
                 let parses =
-                    serde_json::from_slice::<serde::de::IgnoredAny>(first_line.trim_ascii()).is_ok();
+                    serde_json::from_slice::<serde::de::IgnoredAny>(first_line.trim_ascii())
+                        .is_ok();
                 if parses || (line_end.is_none() && !whole) {
                     Format::Jsonl
                 } else {
@@ -179,7 +180,12 @@ fn looks_like_text(sample: &[u8], whole: bool) -> bool {
 }
 
 /// Runs the indexer of `format` over a part.
-pub fn run<R: BufRead>(format: Format, delimiter: Option<u8>, r: &mut R, opts: &Options) -> Indexed {
+pub fn run<R: BufRead>(
+    format: Format,
+    delimiter: Option<u8>,
+    r: &mut R,
+    opts: &Options,
+) -> Indexed {
     match format {
         Format::Jsonl => jsonl::index(r, opts),
         Format::Csv => csv::index(r, delimiter.unwrap_or(b','), opts),
@@ -277,7 +283,11 @@ impl LineFramer {
                 } else {
                     let oversize = piece.len() > self.max_line;
                     f(Line {
-                        bytes: if oversize || !self.keep_content { &[] } else { piece },
+                        bytes: if oversize || !self.keep_content {
+                            &[]
+                        } else {
+                            piece
+                        },
                         start: self.pos + start as u64,
                         oversize,
                     });
@@ -327,22 +337,55 @@ impl LineFramer {
 mod tests {
     use super::*;
 
+    /// (sample, sample is the whole part, kind, expected format, expected delimiter)
+    type SniffCase = (&'static [u8], bool, Option<Kind>, Format, Option<u8>);
+
     #[test]
     fn sniff_case_table() {
-        let cases: &[(&[u8], bool, Option<Kind>, Format, Option<u8>)] = &[
+        let cases: &[SniffCase] = &[
             (b"Obj\x01rest", false, None, Format::Avro, None),
             (b"{\"a\":1}\n{\"a\":2}\n", true, None, Format::Jsonl, None),
             (b"{\n  \"a\": 1\n}\n", true, None, Format::Json, None),
-            (b"{\"to\":\"x\"}", true, Some(Kind::MessageArchive), Format::Json, None),
+            (
+                b"{\"to\":\"x\"}",
+                true,
+                Some(Kind::MessageArchive),
+                Format::Json,
+                None,
+            ),
             (b"[1,2]", true, None, Format::Jsonl, None),
             (b"a,b,c\n1,2,3\n", true, None, Format::Csv, Some(b',')),
-            (b"\xEF\xBB\xBFa;b\n1;2\n", true, None, Format::Csv, Some(b';')),
+            (
+                b"\xEF\xBB\xBFa;b\n1;2\n",
+                true,
+                None,
+                Format::Csv,
+                Some(b';'),
+            ),
             (b"a|b\n1|2\n", true, None, Format::Csv, Some(b'|')),
             (b"a\tb\n1\t2\n", true, None, Format::Csv, Some(b'\t')),
             (b"a:b\n1:2\n", true, None, Format::Csv, Some(b':')),
-            (b"name,time\nx,2024-01-01 10:00:00\n", true, None, Format::Csv, Some(b',')),
-            (b"email\na@b.c\n", true, Some(Kind::DashboardCsvExport), Format::Csv, Some(b',')),
-            (b"hello world\nsecond line\n", true, None, Format::Lines, None),
+            (
+                b"name,time\nx,2024-01-01 10:00:00\n",
+                true,
+                None,
+                Format::Csv,
+                Some(b','),
+            ),
+            (
+                b"email\na@b.c\n",
+                true,
+                Some(Kind::DashboardCsvExport),
+                Format::Csv,
+                Some(b','),
+            ),
+            (
+                b"hello world\nsecond line\n",
+                true,
+                None,
+                Format::Lines,
+                None,
+            ),
             (b"\x00\x01\x02binary", true, None, Format::Binary, None),
             (b"\xff\xfe\xfd", true, None, Format::Binary, None),
             (b"", true, None, Format::Lines, None),
@@ -380,7 +423,11 @@ mod tests {
         let mut seen = Vec::new();
         LineFramer::new(10, true)
             .run(&mut r, |l| {
-                seen.push((String::from_utf8_lossy(l.bytes).to_string(), l.start, l.oversize))
+                seen.push((
+                    String::from_utf8_lossy(l.bytes).to_string(),
+                    l.start,
+                    l.oversize,
+                ))
             })
             .unwrap();
         assert_eq!(

@@ -2,6 +2,7 @@
 //! and manifests go ([`PartWriter`]). The pipeline only sees these traits.
 
 pub mod local;
+pub mod s3;
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -40,6 +41,60 @@ pub struct Transient(pub String);
 /// Whether an I/O error is a [`Transient`] one.
 pub fn is_transient(err: &io::Error) -> bool {
     err.get_ref().is_some_and(|e| e.is::<Transient>())
+}
+
+/// What a HEAD says about the object being processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub size: u64,
+    /// Without quotes.
+    pub etag: Option<String>,
+}
+
+/// A precondition on a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    None,
+    /// Only if nothing exists at the key (`If-None-Match: *`).
+    IfNoneMatch,
+    /// Only if the object at the key still has this ETag (`If-Match`).
+    IfMatch(String),
+}
+
+/// What a store operation can end in, as far as the pipeline cares.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the precondition of a conditional write failed")]
+    PreconditionFailed,
+    /// Worth retrying: network, throttling, 5xx.
+    #[error("{0}")]
+    Transient(String),
+    /// Not worth retrying: access denied, invalid request.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Transient(_) | StoreError::PreconditionFailed
+        )
+    }
+
+    /// As an `io::Error` for the blocking pipeline; transient errors stay recognisable.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            StoreError::NotFound(m) => io::Error::new(io::ErrorKind::NotFound, m),
+            StoreError::Permanent(m) => io::Error::new(io::ErrorKind::PermissionDenied, m),
+            other => io::Error::other(Transient(other.to_string())),
+        }
+    }
 }
 
 /// `Read + Seek` over an [`ObjectSource`]: each seek that moves drops the current range stream,
@@ -105,7 +160,6 @@ impl Seek for SeekableSource<'_> {
     }
 }
 
-
 #[cfg(test)]
 pub(crate) mod conformance {
     //! One test every `ObjectSource` implementation passes.
@@ -122,7 +176,11 @@ pub(crate) mod conformance {
         assert_eq!(all, content);
         let (a, b) = (content.len() as u64 / 3, 2 * content.len() as u64 / 3);
         let mut mid = Vec::new();
-        source.read_range(a, b).unwrap().read_to_end(&mut mid).unwrap();
+        source
+            .read_range(a, b)
+            .unwrap()
+            .read_to_end(&mut mid)
+            .unwrap();
         assert_eq!(mid, &content[a as usize..b as usize]);
         let mut seekable = io::BufReader::with_capacity(7, SeekableSource::new(source));
         seekable.seek(SeekFrom::End(-5)).unwrap();

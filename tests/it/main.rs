@@ -1,5 +1,7 @@
 //! Integration tests for `export-fetcher` (one test binary: `cargo test --test it`).
 
+mod aws;
 mod fixtures;
 mod index_cli;
+mod lambda_s3;
 mod support;

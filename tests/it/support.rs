@@ -13,9 +13,24 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_export-fetcher");
 
 /// Configuration variables cleared before each run so the developer's environment cannot leak in.
 const CONFIG_VARS: &[&str] = &[
-    "AWS_LAMBDA_RUNTIME_API", "OUTPUT_BUCKET", "OUTPUT_PREFIX", "WRITE_PARTS", "OUTPUT_SSE", "OUTPUT_SSE_KMS_KEY_ID",
-    "SNS_TOPIC_ARN", "SQS_QUEUE_URL", "EVENT_BUS_NAME", "WEBHOOK_URL", "WEBHOOK_SECRET", "INCLUDE_KEYS", "EXCLUDE_KEYS",
-    "MAX_OBJECT_BYTES", "MAX_EXPANDED_BYTES", "MAX_EXPANSION_RATIO", "MAX_ARCHIVE_ENTRIES", "OFFSET_INTERVAL",
+    "AWS_LAMBDA_RUNTIME_API",
+    "OUTPUT_BUCKET",
+    "OUTPUT_PREFIX",
+    "WRITE_PARTS",
+    "OUTPUT_SSE",
+    "OUTPUT_SSE_KMS_KEY_ID",
+    "SNS_TOPIC_ARN",
+    "SQS_QUEUE_URL",
+    "EVENT_BUS_NAME",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+    "INCLUDE_KEYS",
+    "EXCLUDE_KEYS",
+    "MAX_OBJECT_BYTES",
+    "MAX_EXPANDED_BYTES",
+    "MAX_EXPANSION_RATIO",
+    "MAX_ARCHIVE_ENTRIES",
+    "OFFSET_INTERVAL",
 ];
 
 #[derive(Debug)]
@@ -30,7 +45,9 @@ pub struct Run {
 impl Run {
     /// The manifest (panics with the run's output if there is none).
     pub fn m(&self) -> &Value {
-        self.manifest.as_ref().unwrap_or_else(|| panic!("no manifest; {}", self.describe()))
+        self.manifest
+            .as_ref()
+            .unwrap_or_else(|| panic!("no manifest; {}", self.describe()))
     }
     pub fn describe(&self) -> String {
         format!(
@@ -45,7 +62,9 @@ impl Run {
         self.m()["status"].as_str().unwrap_or("<none>")
     }
     pub fn parts(&self) -> &Vec<Value> {
-        self.m()["parts"].as_array().unwrap_or_else(|| panic!("parts not an array; {}", self.describe()))
+        self.m()["parts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("parts not an array; {}", self.describe()))
     }
     pub fn part(&self, name: &str) -> &Value {
         self.parts()
@@ -54,7 +73,11 @@ impl Run {
             .unwrap_or_else(|| panic!("no part named {name:?}; {}", self.describe()))
     }
     pub fn errors(&self) -> Vec<Value> {
-        self.m().get("errors").and_then(|e| e.as_array()).cloned().unwrap_or_default()
+        self.m()
+            .get("errors")
+            .and_then(|e| e.as_array())
+            .cloned()
+            .unwrap_or_default()
     }
     /// All error messages (top-level and per part), lowercased, joined, plus stderr.
     pub fn all_error_text(&self) -> String {
@@ -74,15 +97,28 @@ impl Run {
     pub fn assert_status(&self, status: &str) {
         assert_eq!(self.status(), status, "status; {}", self.describe());
         let code = if status == "complete" { 0 } else { 1 };
-        assert_eq!(self.code, code, "exit code for status {status}; {}", self.describe());
+        assert_eq!(
+            self.code,
+            code,
+            "exit code for status {status}; {}",
+            self.describe()
+        );
     }
     /// `failed`, with a top-level error; returns the concatenated error text.
     pub fn assert_failed(&self) -> String {
         self.assert_status("failed");
-        assert!(!self.errors().is_empty(), "failed manifest must carry top-level errors; {}", self.describe());
+        assert!(
+            !self.errors().is_empty(),
+            "failed manifest must carry top-level errors; {}",
+            self.describe()
+        );
         for e in self.errors() {
             let msg = e["message"].as_str().unwrap_or("");
-            assert!(!msg.trim().is_empty(), "error without message: {e}; {}", self.describe());
+            assert!(
+                !msg.trim().is_empty(),
+                "error without message: {e}; {}",
+                self.describe()
+            );
         }
         self.all_error_text()
     }
@@ -103,9 +139,12 @@ fn validator() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/manifest.v1.schema.json");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let schema: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
-        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{} is not a valid JSON Schema: {e}", path.display()))
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let schema: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        jsonschema::validator_for(&schema)
+            .unwrap_or_else(|e| panic!("{} is not a valid JSON Schema: {e}", path.display()))
     })
 }
 
@@ -113,8 +152,14 @@ fn validator() -> &'static jsonschema::Validator {
 pub fn validate_manifest(manifest: &Value, context: &str) {
     let v = validator();
     if !v.is_valid(manifest) {
-        let errors: Vec<String> = v.iter_errors(manifest).map(|e| format!("  at {}: {}", e.instance_path(), e)).collect();
-        panic!("manifest does not match schema/manifest.v1.schema.json:\n{}\n{context}", errors.join("\n"));
+        let errors: Vec<String> = v
+            .iter_errors(manifest)
+            .map(|e| format!("  at {}: {}", e.instance_path(), e))
+            .collect();
+        panic!(
+            "manifest does not match schema/manifest.v1.schema.json:\n{}\n{context}",
+            errors.join("\n")
+        );
     }
 }
 
@@ -126,7 +171,11 @@ pub struct Opts<'a> {
 
 impl Default for Opts<'_> {
     fn default() -> Self {
-        Opts { key: None, out: None, env: &[] }
+        Opts {
+            key: None,
+            out: None,
+            env: &[],
+        }
     }
 }
 
@@ -162,12 +211,28 @@ pub fn run_raw(args: &[String], env: &[(&str, &str)]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         manifest: None,
     };
-    assert!(!run.stderr.contains("panicked"), "the binary panicked; {}", run.describe());
-    assert!(matches!(run.code, 0..=2), "unexpected exit code (signal or crash); {}", run.describe());
+    assert!(
+        !run.stderr.contains("panicked"),
+        "the binary panicked; {}",
+        run.describe()
+    );
+    assert!(
+        matches!(run.code, 0..=2),
+        "unexpected exit code (signal or crash); {}",
+        run.describe()
+    );
     if run.code == 0 || run.code == 1 {
-        let manifest: Value = serde_json::from_str(run.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not exactly one JSON document ({e}); {}", run.describe()));
-        assert!(manifest.is_object(), "manifest must be an object; {}", run.describe());
+        let manifest: Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not exactly one JSON document ({e}); {}",
+                run.describe()
+            )
+        });
+        assert!(
+            manifest.is_object(),
+            "manifest must be an object; {}",
+            run.describe()
+        );
         run.manifest = Some(manifest);
         check_invariants(&run);
     }
@@ -175,7 +240,8 @@ pub fn run_raw(args: &[String], env: &[(&str, &str)]) -> Run {
 }
 
 fn as_u64(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("expected unsigned integer, got {v}"))
+    v.as_u64()
+        .unwrap_or_else(|| panic!("expected unsigned integer, got {v}"))
 }
 
 fn check_invariants(run: &Run) {
@@ -183,38 +249,78 @@ fn check_invariants(run: &Run) {
     let ctx = run.describe();
     validate_manifest(m, &ctx);
     assert_eq!(m["manifest_version"], 1, "manifest_version; {ctx}");
-    assert_eq!(m["producer"]["name"], "export-fetcher", "producer.name; {ctx}");
+    assert_eq!(
+        m["producer"]["name"], "export-fetcher",
+        "producer.name; {ctx}"
+    );
     let status = m["status"].as_str().unwrap_or("");
     match run.code {
         0 => assert_eq!(status, "complete", "exit 0 only for complete; {ctx}"),
         1 => {
-            assert!(status == "partial" || status == "failed", "exit 1 for partial/failed; {ctx}");
-            assert!(!run.stderr.trim().is_empty(), "exit 1 must give a reason on stderr; {ctx}");
+            assert!(
+                status == "partial" || status == "failed",
+                "exit 1 for partial/failed; {ctx}"
+            );
+            assert!(
+                !run.stderr.trim().is_empty(),
+                "exit 1 must give a reason on stderr; {ctx}"
+            );
         }
         _ => unreachable!(),
     }
-    let parts = m["parts"].as_array().unwrap_or_else(|| panic!("parts must be an array; {ctx}"));
-    assert_eq!(as_u64(&m["totals"]["parts"]), parts.len() as u64, "totals.parts; {ctx}");
+    let parts = m["parts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("parts must be an array; {ctx}"));
+    assert_eq!(
+        as_u64(&m["totals"]["parts"]),
+        parts.len() as u64,
+        "totals.parts; {ctx}"
+    );
     if status == "complete" || status == "partial" {
         for field in ["records", "bytes", "compressed_bytes"] {
             let sum: u64 = parts.iter().map(|p| as_u64(&p[field])).sum();
-            assert_eq!(as_u64(&m["totals"][field]), sum, "totals.{field} = sum over parts; {ctx}");
+            assert_eq!(
+                as_u64(&m["totals"][field]),
+                sum,
+                "totals.{field} = sum over parts; {ctx}"
+            );
         }
     }
     if status == "complete" {
-        assert!(m.get("errors").is_none_or(|e| e.as_array().is_some_and(|a| a.is_empty())), "complete with errors; {ctx}");
+        assert!(
+            m.get("errors")
+                .is_none_or(|e| e.as_array().is_some_and(|a| a.is_empty())),
+            "complete with errors; {ctx}"
+        );
         for p in parts {
-            assert!(p.get("errors").is_none_or(|e| e.as_array().is_some_and(|a| a.is_empty())), "complete with part errors; {ctx}");
+            assert!(
+                p.get("errors")
+                    .is_none_or(|e| e.as_array().is_some_and(|a| a.is_empty())),
+                "complete with part errors; {ctx}"
+            );
         }
     }
     if status == "partial" {
-        let bad = parts.iter().any(|p| p.get("errors").and_then(|e| e.as_array()).is_some_and(|a| !a.is_empty()));
-        assert!(bad, "partial manifest must list the bad records in a part's errors; {ctx}");
+        let bad = parts.iter().any(|p| {
+            p.get("errors")
+                .and_then(|e| e.as_array())
+                .is_some_and(|a| !a.is_empty())
+        });
+        assert!(
+            bad,
+            "partial manifest must list the bad records in a part's errors; {ctx}"
+        );
     }
     for p in parts {
         let sha = p["sha256"].as_str().unwrap_or("");
         if status != "failed" {
-            assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "sha256 lowercase hex; {ctx}");
+            assert!(
+                sha.len() == 64
+                    && sha
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "sha256 lowercase hex; {ctx}"
+            );
         }
     }
 }
@@ -235,14 +341,28 @@ pub fn input(file_name: &str, bytes: &[u8]) -> Input {
 /// Runs `index` on `bytes` as the object `key`.
 pub fn index_bytes(bytes: &[u8], key: &str, env: &[(&str, &str)]) -> Run {
     let inp = input("object.bin", bytes);
-    index(&inp.path, Opts { key: Some(key), out: None, env })
+    index(
+        &inp.path,
+        Opts {
+            key: Some(key),
+            out: None,
+            env,
+        },
+    )
 }
 
 /// Runs `index` on `bytes` as `key` with `--out DIR`; returns the run and the (kept) out dir.
 pub fn index_bytes_out(bytes: &[u8], key: &str, env: &[(&str, &str)]) -> (Run, tempfile::TempDir) {
     let inp = input("object.bin", bytes);
     let out = tempfile::tempdir().unwrap();
-    let run = index(&inp.path, Opts { key: Some(key), out: Some(out.path()), env });
+    let run = index(
+        &inp.path,
+        Opts {
+            key: Some(key),
+            out: Some(out.path()),
+            env,
+        },
+    );
     (run, out)
 }
 
@@ -280,6 +400,10 @@ pub fn str_vec(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("expected array, got {v}"))
         .iter()
-        .map(|s| s.as_str().unwrap_or_else(|| panic!("expected string, got {s}")).to_string())
+        .map(|s| {
+            s.as_str()
+                .unwrap_or_else(|| panic!("expected string, got {s}"))
+                .to_string()
+        })
         .collect()
 }

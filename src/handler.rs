@@ -1,0 +1,226 @@
+//! Lambda event → pipeline runs → response. For SQS the response lists the messages to retry
+//! (`batchItemFailures`); for other envelopes a retryable failure fails the invocation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{Config, ConfigError, KeyFilter};
+use crate::pipeline::{Env, ObjectOutcome, process_event};
+use crate::sanitize_for_log;
+use crate::store::s3::S3Store;
+use crate::trigger::{self, Item, Message};
+
+/// Messages processed at once within one invocation.
+pub const PARALLEL_MESSAGES: usize = 4;
+/// Work stops this long before the invocation deadline (or a tenth of the time left, if less),
+/// leaving time to report the failure.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum HandlerError {
+    #[error("the event is not a supported trigger: {0}")]
+    Unrecognised(String),
+    #[error("{failed} of {total} objects must be retried: {first}")]
+    Retryable {
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: match e {
+                HandlerError::Unrecognised(_) => "UnrecognisedEvent",
+                HandlerError::Retryable { .. } => "RetryableFailure",
+            }
+            .to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Builds the clients once per cold start. `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) points
+/// the SDK at another S3 endpoint; path-style addressing is then used.
+pub async fn build_env(cfg: Config) -> Result<Env, ConfigError> {
+    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let custom_endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
+    let s3_config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(custom_endpoint)
+        .build();
+    env_with_clients(cfg, aws_sdk_s3::Client::from_conf(s3_config))
+}
+
+/// The same as [`build_env`] with clients built by the caller (tests, the demo).
+pub fn env_with_clients(cfg: Config, s3: aws_sdk_s3::Client) -> Result<Env, ConfigError> {
+    let filter = KeyFilter::new(&cfg.include_keys, &cfg.exclude_keys)?;
+    Ok(Env {
+        s3: S3Store::new(s3, cfg.sse.clone()),
+        filter,
+        cfg: Arc::new(cfg),
+    })
+}
+
+/// The deadline to stop work at, from Lambda's deadline in epoch milliseconds.
+pub fn work_deadline(deadline_epoch_ms: u64) -> Option<Instant> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    let left = Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms));
+    let margin = DEADLINE_MARGIN.min(left / 10);
+    Some(Instant::now() + left.saturating_sub(margin))
+}
+
+/// One object's result, as reported in the response and the logs.
+fn describe(bucket: &str, key: &str, outcome: &ObjectOutcome) -> Value {
+    let mut v = json!({"bucket": bucket, "key": key, "outcome": outcome.label()});
+    match outcome {
+        ObjectOutcome::Done { manifest } => {
+            v["status"] = json!(manifest.status.as_str());
+            v["manifest_key"] = json!(manifest.manifest_key);
+        }
+        ObjectOutcome::Duplicate { manifest_key } => v["manifest_key"] = json!(manifest_key),
+        ObjectOutcome::Skipped { reason } => v["reason"] = json!(reason),
+        ObjectOutcome::Retry { error } => v["error"] = json!(error),
+    }
+    v
+}
+
+/// Processes every object of one message; `Err` when the message must be retried.
+async fn run_message(env: Arc<Env>, message: Message, deadline: Option<Instant>) -> MessageResult {
+    let mut results = Vec::new();
+    let mut retry = None;
+    match message.items {
+        Err(e) => {
+            warn!(message_id = ?message.message_id, error = %e, "message cannot be parsed");
+            retry = Some(e.to_string());
+        }
+        Ok(items) => {
+            for item in items {
+                match item {
+                    Item::Test => info!("s3:TestEvent: nothing to do"),
+                    Item::Skipped {
+                        event_name,
+                        bucket,
+                        key,
+                    } => info!(
+                        event_name = %sanitize_for_log(&event_name),
+                        bucket = ?bucket,
+                        key = %sanitize_for_log(key.as_deref().unwrap_or("")),
+                        "not an object-created event: skipped"
+                    ),
+                    Item::Object(ev) => {
+                        let span = info_span!(
+                            "object",
+                            bucket = %ev.bucket,
+                            key = %sanitize_for_log(&ev.key),
+                            size = ev.size,
+                        );
+                        let started = Instant::now();
+                        let outcome = process_event(&env, &ev, deadline)
+                            .instrument(span.clone())
+                            .await;
+                        span.in_scope(|| match &outcome {
+                            ObjectOutcome::Retry { error } => {
+                                warn!(error = %error, duration_ms = started.elapsed().as_millis() as u64, "object will be retried")
+                            }
+                            other => info!(
+                                outcome = other.label(),
+                                duration_ms = started.elapsed().as_millis() as u64,
+                                "object finished"
+                            ),
+                        });
+                        if let ObjectOutcome::Retry { error } = &outcome {
+                            retry.get_or_insert_with(|| error.clone());
+                        }
+                        results.push(describe(&ev.bucket, &ev.key, &outcome));
+                    }
+                }
+            }
+        }
+    }
+    MessageResult {
+        message_id: message.message_id,
+        results,
+        retry,
+    }
+}
+
+struct MessageResult {
+    message_id: Option<String>,
+    results: Vec<Value>,
+    retry: Option<String>,
+}
+
+/// Handles one Lambda event.
+pub async fn handle(
+    env: Arc<Env>,
+    event: Value,
+    deadline: Option<Instant>,
+) -> Result<Value, HandlerError> {
+    let parsed = trigger::parse(&event).map_err(|e| HandlerError::Unrecognised(e.to_string()))?;
+    let permits = Arc::new(Semaphore::new(PARALLEL_MESSAGES));
+    let mut tasks = JoinSet::new();
+    let count = parsed.messages.len();
+    for (i, message) in parsed.messages.into_iter().enumerate() {
+        let env = env.clone();
+        let permits = permits.clone();
+        tasks.spawn(
+            async move {
+                let _permit = permits.acquire_owned().await;
+                (i, run_message(env, message, deadline).await)
+            }
+            .in_current_span(),
+        );
+    }
+    let mut done: Vec<Option<MessageResult>> = (0..count).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((i, r)) => done[i] = Some(r),
+            Err(e) => warn!(error = %e, "a message task stopped unexpectedly"),
+        }
+    }
+    // A message whose task died is retried like any failure.
+    let done: Vec<MessageResult> = done
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or(MessageResult {
+                message_id: None,
+                results: Vec::new(),
+                retry: Some("the message task stopped unexpectedly".into()),
+            })
+        })
+        .collect();
+    let results: Vec<Value> = done.iter().flat_map(|m| m.results.clone()).collect();
+    if parsed.is_sqs {
+        let failures: Vec<Value> = done
+            .iter()
+            .filter(|m| m.retry.is_some())
+            .filter_map(|m| m.message_id.clone())
+            .map(|id| json!({"itemIdentifier": id}))
+            .collect();
+        let summary = Value::Array(results);
+        info!(messages = count, failures = failures.len(), results = %summary, "batch finished");
+        // Exactly the shape Lambda's ReportBatchItemFailures expects, nothing else.
+        return Ok(json!({"batchItemFailures": failures}));
+    }
+    let failed: Vec<&MessageResult> = done.iter().filter(|m| m.retry.is_some()).collect();
+    if let Some(first) = failed.first() {
+        return Err(HandlerError::Retryable {
+            failed: failed.len(),
+            total: count,
+            first: first.retry.clone().unwrap_or_default(),
+        });
+    }
+    Ok(json!({"results": results}))
+}

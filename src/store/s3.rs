@@ -1,0 +1,594 @@
+//! Amazon S3 through `aws-sdk-s3`: ranged, prefetched, resumable reads; multipart uploads with
+//! concurrent parts and CRC-32C checksums; conditional manifest writes.
+//!
+//! The pipeline runs on a blocking thread; these adapters bridge to the async SDK with the
+//! runtime's `Handle`. A GET's body is pulled by a task on the runtime into a bounded channel, so
+//! network I/O overlaps with decoding; a dropped connection resumes with a ranged GET from the
+//! last byte received.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
+};
+use bytes::Bytes;
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::{Condition, ObjectInfo, ObjectSource, PartUpload, PartWriter, StoreError, Transient};
+use crate::config::Sse;
+
+/// Size of one multipart part; objects smaller than this are written with one PUT.
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts uploaded at once per object (bounds memory to about `(PARALLEL_PARTS + 1) × PART_SIZE`).
+pub const PARALLEL_PARTS: usize = 4;
+/// Chunks of a GET body buffered ahead of the decoder.
+const PREFETCH_CHUNKS: usize = 16;
+/// Attempts to resume one range after a dropped connection.
+const READ_ATTEMPTS: u32 = 5;
+/// A GET body that sends nothing for this long is treated as a dropped connection.
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The S3 adapter: built once per cold start, shared by every invocation.
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    sse: Sse,
+}
+
+impl S3Store {
+    pub fn new(client: Client, sse: Sse) -> Self {
+        S3Store { client, sse }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// HEAD of the object; `NotFound` when it does not exist (any more).
+    pub async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectInfo, StoreError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version_id.map(String::from))
+            .send()
+            .await
+            .map_err(|e| classify(e, "HeadObject", key))?;
+        Ok(ObjectInfo {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: out.version_id().map(String::from),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().map(|e| e.trim_matches('"').to_string()),
+        })
+    }
+
+    /// A blocking, range-readable view of the object for the pipeline.
+    pub fn source(&self, info: &ObjectInfo, handle: Handle) -> S3Source {
+        S3Source {
+            client: self.client.clone(),
+            handle,
+            info: info.clone(),
+        }
+    }
+
+    /// A blocking writer into `bucket` for the pipeline.
+    pub fn writer(&self, bucket: &str, handle: Handle) -> S3Writer {
+        S3Writer {
+            client: self.client.clone(),
+            handle,
+            bucket: bucket.to_string(),
+            sse: self.sse.clone(),
+        }
+    }
+
+    /// The object's bytes and ETag, or `None` when it does not exist.
+    pub async fn get_small(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                return match classify(e, "GetObject", key) {
+                    StoreError::NotFound(_) => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Transient(format!("reading {key}: {e}")))?;
+        Ok(Some((body.into_bytes().to_vec(), etag)))
+    }
+
+    /// A PUT of a small object with a CRC-32C checksum, SSE and an optional precondition.
+    pub async fn put_small(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(ByteStream::from(body));
+        req = match condition {
+            Condition::None => req,
+            Condition::IfNoneMatch => req.if_none_match("*"),
+            Condition::IfMatch(etag) => req.if_match(etag),
+        };
+        req = apply_sse_put(req, &self.sse);
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(e, "PutObject", key))
+    }
+}
+
+fn apply_sse_put(
+    req: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    sse: &Sse,
+) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    match sse {
+        Sse::None => req,
+        Sse::Aes256 => req.server_side_encryption(ServerSideEncryption::Aes256),
+        Sse::Kms { key_id } => req
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .set_ssekms_key_id(key_id.clone()),
+    }
+}
+
+/// Maps an SDK error to what the pipeline needs to know: missing, precondition, or transient.
+fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
+    err: SdkError<E>,
+    op: &str,
+    key: &str,
+) -> StoreError {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .map(String::from);
+    let message = format!(
+        "{op} {key:?} failed: {}",
+        code.clone()
+            .or_else(|| status.map(|s| format!("HTTP {s}")))
+            .unwrap_or_else(|| aws_smithy_error_display(&err))
+    );
+    match (code.as_deref(), status) {
+        (Some("NoSuchKey") | Some("NotFound"), _) | (_, Some(404)) => StoreError::NotFound(
+            format!("NoSuchKey: {key:?} does not exist (Braze may have removed the export)"),
+        ),
+        (Some("PreconditionFailed"), _) | (_, Some(412)) => StoreError::PreconditionFailed,
+        (Some("AccessDenied"), _) | (_, Some(403)) => StoreError::Permanent(message),
+        _ => StoreError::Transient(message),
+    }
+}
+
+fn aws_smithy_error_display<E: std::fmt::Debug>(err: &SdkError<E>) -> String {
+    match err {
+        SdkError::DispatchFailure(e) => format!("dispatch failure: {e:?}"),
+        SdkError::TimeoutError(_) => "timeout".to_string(),
+        SdkError::ResponseError(_) => "unreadable response".to_string(),
+        other => format!("{other:?}").chars().take(300).collect(),
+    }
+}
+
+/// The object being processed, read by ranges from a blocking thread.
+pub struct S3Source {
+    client: Client,
+    handle: Handle,
+    info: ObjectInfo,
+}
+
+impl ObjectSource for S3Source {
+    fn size(&self) -> u64 {
+        self.info.size
+    }
+
+    fn read_range(&self, start: u64, end: u64) -> io::Result<Box<dyn Read + Send + '_>> {
+        Ok(Box::new(RangeReader {
+            source: self,
+            pos: start,
+            end,
+            rx: None,
+            chunk: Bytes::new(),
+            failures: 0,
+        }))
+    }
+}
+
+type Chunk = Result<Bytes, StoreError>;
+
+/// A streaming ranged GET that resumes from its last byte when the connection drops.
+struct RangeReader<'a> {
+    source: &'a S3Source,
+    pos: u64,
+    end: u64,
+    rx: Option<mpsc::Receiver<Chunk>>,
+    chunk: Bytes,
+    failures: u32,
+}
+
+impl RangeReader<'_> {
+    fn open(&mut self) {
+        let (tx, rx) = mpsc::channel(PREFETCH_CHUNKS);
+        let s = self.source;
+        let req = s
+            .client
+            .get_object()
+            .bucket(&s.info.bucket)
+            .key(&s.info.key)
+            .set_version_id(s.info.version_id.clone())
+            .set_if_match(s.info.etag.as_ref().map(|e| format!("\"{e}\"")))
+            .range(format!("bytes={}-{}", self.pos, self.end - 1));
+        let key = s.info.key.clone();
+        s.handle.spawn(async move {
+            let mut out = match req.send().await {
+                Ok(out) => out,
+                Err(e) => {
+                    let _ = tx.send(Err(classify(e, "GetObject", &key))).await;
+                    return;
+                }
+            };
+            loop {
+                let next = tokio::time::timeout(CHUNK_TIMEOUT, out.body.next()).await;
+                let Ok(next) = next else {
+                    let _ = tx
+                        .send(Err(StoreError::Transient(format!(
+                            "reading {key:?} stalled for {CHUNK_TIMEOUT:?}"
+                        ))))
+                        .await;
+                    return;
+                };
+                match next {
+                    None => return,
+                    Some(Ok(bytes)) => {
+                        if tx.send(Ok(bytes)).await.is_err() {
+                            return; // the reader went away (seek or stop): drop the connection
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx
+                            .send(Err(StoreError::Transient(format!(
+                                "reading {key:?} was interrupted: {e}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        });
+        self.rx = Some(rx);
+    }
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = self.chunk.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.chunk[..n]);
+                let _ = self.chunk.split_to(n);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            if self.pos >= self.end || buf.is_empty() {
+                return Ok(0);
+            }
+            if self.rx.is_none() {
+                self.open();
+            }
+            let next = self.rx.as_mut().expect("opened").blocking_recv();
+            let failure = match next {
+                Some(Ok(bytes)) => {
+                    let room = (self.end - self.pos) as usize;
+                    self.chunk = if bytes.len() > room {
+                        bytes.slice(..room)
+                    } else {
+                        bytes
+                    };
+                    continue;
+                }
+                Some(Err(StoreError::Transient(m))) => m,
+                Some(Err(StoreError::NotFound(m))) => {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, m));
+                }
+                Some(Err(StoreError::PreconditionFailed)) => {
+                    return Err(io::Error::other(Transient(
+                        "the object changed while it was being read".to_string(),
+                    )));
+                }
+                Some(Err(StoreError::Permanent(m))) => {
+                    return Err(io::Error::new(io::ErrorKind::PermissionDenied, m));
+                }
+                None => format!("the connection ended at byte {} of {}", self.pos, self.end),
+            };
+            self.rx = None;
+            self.failures += 1;
+            if self.failures > READ_ATTEMPTS {
+                return Err(io::Error::other(Transient(format!(
+                    "giving up after {READ_ATTEMPTS} resumed reads: {failure}"
+                ))));
+            }
+            warn!(
+                key = %crate::sanitize_for_log(&self.source.info.key),
+                offset = self.pos,
+                attempt = self.failures,
+                error = %failure,
+                "resuming read"
+            );
+            std::thread::sleep(Duration::from_millis(100 << self.failures.min(5)));
+        }
+    }
+}
+
+/// Writes parts into one bucket from a blocking thread.
+pub struct S3Writer {
+    client: Client,
+    handle: Handle,
+    bucket: String,
+    sse: Sse,
+}
+
+impl PartWriter for S3Writer {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn create(&self, key: &str) -> io::Result<Box<dyn PartUpload + '_>> {
+        Ok(Box::new(S3Upload {
+            writer: self,
+            key: key.to_string(),
+            buf: Vec::new(),
+            upload_id: None,
+            next_part: 1,
+            in_flight: Vec::new(),
+            completed: Vec::new(),
+            permits: Arc::new(Semaphore::new(PARALLEL_PARTS)),
+        }))
+    }
+
+    fn put(&self, key: &str, body: &[u8]) -> io::Result<()> {
+        let store = S3Store::new(self.client.clone(), self.sse.clone());
+        self.handle
+            .block_on(store.put_small(
+                &self.bucket,
+                key,
+                body.to_vec(),
+                "application/octet-stream",
+                Condition::None,
+            ))
+            .map_err(StoreError::into_io)
+    }
+}
+
+struct S3Upload<'a> {
+    writer: &'a S3Writer,
+    key: String,
+    buf: Vec<u8>,
+    upload_id: Option<String>,
+    next_part: i32,
+    in_flight: Vec<JoinHandle<Result<CompletedPart, StoreError>>>,
+    completed: Vec<CompletedPart>,
+    permits: Arc<Semaphore>,
+}
+
+impl S3Upload<'_> {
+    fn start_multipart(&mut self) -> Result<String, StoreError> {
+        let w = self.writer;
+        let mut req = w
+            .client
+            .create_multipart_upload()
+            .bucket(&w.bucket)
+            .key(&self.key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C);
+        req = match &w.sse {
+            Sse::None => req,
+            Sse::Aes256 => req.server_side_encryption(ServerSideEncryption::Aes256),
+            Sse::Kms { key_id } => req
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key_id.clone()),
+        };
+        let out = w
+            .handle
+            .block_on(req.send())
+            .map_err(|e| classify(e, "CreateMultipartUpload", &self.key))?;
+        out.upload_id()
+            .map(String::from)
+            .ok_or_else(|| StoreError::Transient("CreateMultipartUpload returned no id".into()))
+    }
+
+    /// Hands the buffer to a concurrent part upload; blocks while `PARALLEL_PARTS` are in flight.
+    fn ship_part(&mut self) -> Result<(), StoreError> {
+        let upload_id = match &self.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.start_multipart()?;
+                self.upload_id = Some(id.clone());
+                id
+            }
+        };
+        let w = self.writer;
+        let permit = w
+            .handle
+            .block_on(self.permits.clone().acquire_owned())
+            .map_err(|_| StoreError::Transient("upload slots closed".into()))?;
+        let body = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(PART_SIZE),
+        ));
+        let number = self.next_part;
+        self.next_part += 1;
+        let req = w
+            .client
+            .upload_part()
+            .bucket(&w.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(ByteStream::from(body));
+        let key = self.key.clone();
+        self.in_flight.push(w.handle.spawn(async move {
+            let out = req
+                .send()
+                .await
+                .map_err(|e| classify(e, "UploadPart", &key));
+            drop(permit);
+            let out = out?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(String::from))
+                .set_checksum_crc32_c(out.checksum_crc32_c().map(String::from))
+                .build())
+        }));
+        // Surface failures early rather than at the end.
+        if let Some(done) = self.in_flight.iter().position(|h| h.is_finished()) {
+            let handle = self.in_flight.swap_remove(done);
+            let part = w
+                .handle
+                .block_on(handle)
+                .map_err(|e| StoreError::Transient(format!("part upload stopped: {e}")))??;
+            self.completed.push(part);
+        }
+        Ok(())
+    }
+
+    fn finish_inner(&mut self) -> Result<(), StoreError> {
+        let w = self.writer;
+        if self.upload_id.is_none() {
+            let body = std::mem::take(&mut self.buf);
+            let store = S3Store::new(w.client.clone(), w.sse.clone());
+            return w.handle.block_on(store.put_small(
+                &w.bucket,
+                &self.key,
+                body,
+                "application/octet-stream",
+                Condition::None,
+            ));
+        }
+        if !self.buf.is_empty() {
+            self.ship_part()?;
+        }
+        let mut parts = std::mem::take(&mut self.completed);
+        for handle in self.in_flight.drain(..) {
+            let part = w
+                .handle
+                .block_on(handle)
+                .map_err(|e| StoreError::Transient(format!("part upload stopped: {e}")))??;
+            parts.push(part);
+        }
+        parts.sort_by_key(|p| p.part_number());
+        let upload_id = self.upload_id.clone().expect("multipart started");
+        w.handle
+            .block_on(
+                w.client
+                    .complete_multipart_upload()
+                    .bucket(&w.bucket)
+                    .key(&self.key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send(),
+            )
+            .map_err(|e| classify(e, "CompleteMultipartUpload", &self.key))?;
+        self.upload_id = None;
+        debug!(key = %crate::sanitize_for_log(&self.key), parts = self.next_part - 1, "multipart upload complete");
+        Ok(())
+    }
+
+    fn abort_inner(&mut self) {
+        for handle in self.in_flight.drain(..) {
+            handle.abort();
+        }
+        if let Some(upload_id) = self.upload_id.take() {
+            let w = self.writer;
+            let req = w
+                .client
+                .abort_multipart_upload()
+                .bucket(&w.bucket)
+                .key(&self.key)
+                .upload_id(upload_id);
+            if let Err(e) = w.handle.block_on(req.send()) {
+                warn!(key = %crate::sanitize_for_log(&self.key), error = %e, "abort of multipart upload failed; a lifecycle rule cleans it up");
+            }
+        }
+    }
+}
+
+impl Write for S3Upload<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = PART_SIZE - self.buf.len();
+        let n = data.len().min(room);
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(PART_SIZE.min(1 << 20));
+        }
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == PART_SIZE {
+            self.ship_part().map_err(StoreError::into_io)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl PartUpload for S3Upload<'_> {
+    fn finish(mut self: Box<Self>) -> io::Result<()> {
+        let result = self.finish_inner();
+        if result.is_err() {
+            self.abort_inner();
+        }
+        result.map_err(StoreError::into_io)
+    }
+
+    fn abort(mut self: Box<Self>) {
+        self.abort_inner();
+    }
+}
+
+impl Drop for S3Upload<'_> {
+    fn drop(&mut self) {
+        if self.upload_id.is_some() {
+            self.abort_inner();
+        }
+    }
+}

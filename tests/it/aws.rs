@@ -1,0 +1,223 @@
+//! Real AWS-protocol servers on loopback for the integration tests, and SDK clients for them.
+//!
+//! `moto_server` (installed into `.venv/` by `scripts/setup.sh`) serves S3, SQS, SNS and
+//! EventBridge, and emits real S3 notifications. Each test starts its own server on a free port
+//! and stops it when the handle is dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "123456789012";
+
+fn moto_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    assert!(
+        p.exists(),
+        "moto_server not found at {}: run scripts/setup.sh first (or set MOTO_SERVER)",
+        p.display()
+    );
+    p
+}
+
+/// A running `moto_server`, killed on drop.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let mut child = Command::new(moto_bin())
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("moto_server starts");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("Running on http://127.0.0.1:").nth(1) {
+                    let port: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(port);
+                    }
+                }
+                // Keep draining so the server never blocks on a full pipe.
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("moto_server printed its port");
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        s3_client(&self.endpoint)
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::new()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(REGION))
+                .credentials_provider(creds())
+                .endpoint_url(&self.endpoint)
+                .build(),
+        )
+    }
+
+    pub fn sns(&self) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::new()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(REGION))
+                .credentials_provider(creds())
+                .endpoint_url(&self.endpoint)
+                .build(),
+        )
+    }
+
+    pub fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
+        aws_sdk_eventbridge::Client::from_conf(
+            aws_sdk_eventbridge::config::Builder::new()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(REGION))
+                .credentials_provider(creds())
+                .endpoint_url(&self.endpoint)
+                .build(),
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn env_for(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", REGION),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn creds() -> Credentials {
+    Credentials::new("test", "test", None, None, "tests")
+}
+
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .credentials_provider(creds())
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// A loopback TCP proxy in front of a server that, once armed, cuts the first server→client
+/// stream that goes past `cut_after` bytes (a dropped connection mid-object).
+pub struct CuttingProxy {
+    pub endpoint: String,
+    pub cuts: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl CuttingProxy {
+    pub fn start(upstream: &str, cut_after: u64, cuts_wanted: u64) -> CuttingProxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let cuts = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cuts2, stop2) = (cuts.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pipe(c2, s2, u64::MAX, None));
+                let cuts = cuts2.clone();
+                std::thread::spawn(move || {
+                    pipe(server, client, cut_after, Some((cuts, cuts_wanted)))
+                });
+            }
+        });
+        CuttingProxy {
+            endpoint,
+            cuts,
+            stop,
+        }
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.endpoint.trim_start_matches("http://"));
+    }
+}
+
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    cut_after: u64,
+    cut: Option<(Arc<AtomicU64>, u64)>,
+) {
+    let mut buf = [0u8; 16 * 1024];
+    let mut sent = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some((cuts, wanted)) = &cut
+            && sent + n as u64 > cut_after
+            && cuts.load(Ordering::SeqCst) < *wanted
+        {
+            cuts.fetch_add(1, Ordering::SeqCst);
+            let keep = (cut_after - sent) as usize;
+            let _ = to.write_all(&buf[..keep]);
+            break;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n as u64;
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
