@@ -42,10 +42,14 @@ pub fn sniff_delimiter(sample: &[u8], whole: bool) -> Option<u8> {
 pub fn index<R: BufRead>(r: &mut R, delimiter: u8, opts: &Options) -> Indexed {
     let mut out = Indexed::default();
     let mut offsets = Offsets::new(opts.offset_interval);
+    // Rows end at `\n` only, so that a row's position is its first byte even after `\r\n`
+    // (csv-core places a row that follows `\r\n` at the `\n`). A `\r` left at the end of the
+    // last field changes no field count; it is trimmed from the header's names.
     let mut rdr = ::csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(false)
         .flexible(true)
+        .terminator(::csv::Terminator::Any(b'\n'))
         .buffer_capacity(64 * 1024)
         .from_reader(&mut *r);
     let mut rec = ::csv::ByteRecord::new();
@@ -66,16 +70,17 @@ pub fn index<R: BufRead>(r: &mut R, delimiter: u8, opts: &Options) -> Indexed {
             }
         }
         let pos = rec.position().cloned().unwrap_or_else(::csv::Position::new);
+        if rec.len() == 1 && matches!(&rec[0], b"" | b"\r") {
+            continue; // an empty line of a CRLF file
+        }
         let Some(expected) = header_len else {
+            let last = rec.len().saturating_sub(1);
             let columns = rec
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
-                    let f = if i == 0 {
-                        f.strip_prefix(BOM).unwrap_or(f)
-                    } else {
-                        f
-                    };
+                    let f = if i == 0 { f.strip_prefix(BOM).unwrap_or(f) } else { f };
+                    let f = if i == last { f.strip_suffix(b"\r").unwrap_or(f) } else { f };
                     String::from_utf8_lossy(f).into_owned()
                 })
                 .collect();
@@ -153,6 +158,18 @@ mod tests {
         assert_eq!(out.errors.total, 0);
         let row2 = data.find("5f3").unwrap() as u64;
         assert_eq!(out.offsets, vec![[0, 0], [2, row2]]);
+    }
+
+    #[test]
+    fn crlf_rows_start_after_the_line_break() {
+        let data = b"a,b\r\n1,2\r\n\r\n3,\"x\r\ny\"\r\n5,6\r\n";
+        let out = index(&mut &data[..], b',', &opts(1));
+        assert_eq!(out.columns.unwrap(), vec!["a", "b"]);
+        assert_eq!(out.records, 3);
+        assert_eq!(out.errors.total, 0);
+        let starts: Vec<u64> = out.offsets.iter().map(|o| o[1]).collect();
+        // `[0,0]`, then rows 1 and 2: `3,"x\r\ny"` at 12 and `5,6` at 22.
+        assert_eq!(starts, vec![0, 12, 22]);
     }
 
     #[test]

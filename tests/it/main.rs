@@ -4,4 +4,5 @@ mod aws;
 mod fixtures;
 mod index_cli;
 mod lambda_s3;
+mod runtime_api;
 mod support;

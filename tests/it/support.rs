@@ -163,20 +163,11 @@ pub fn validate_manifest(manifest: &Value, context: &str) {
     }
 }
 
+#[derive(Default)]
 pub struct Opts<'a> {
     pub key: Option<&'a str>,
     pub out: Option<&'a Path>,
     pub env: &'a [(&'a str, &'a str)],
-}
-
-impl Default for Opts<'_> {
-    fn default() -> Self {
-        Opts {
-            key: None,
-            out: None,
-            env: &[],
-        }
-    }
 }
 
 /// Runs `export-fetcher index FILE [--key KEY] [--out DIR]` and checks the universal invariants.

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test command: sets up what the tests need (scripts/setup.sh), then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo test --locked "$@"

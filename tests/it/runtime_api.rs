@@ -1,0 +1,139 @@
+//! The binary under the real Lambda runtime loop: `lambda_runtime` talks to a Runtime API double
+//! on loopback, which hands it one S3 event and records the response.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::aws::{Moto, env_for};
+use crate::lambda_s3::{BUCKET, make_bucket, manifest, put, s3_event};
+use crate::support;
+
+/// What the function posted back.
+#[derive(Debug)]
+enum Posted {
+    Response(Value),
+    Error(#[allow(dead_code)] String),
+}
+
+/// Serves `GET …/invocation/next` once with `event`, then records the response or error.
+fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut served = false;
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            let event = event.clone();
+            let first = !served;
+            served = true;
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut handed_out = !first;
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    if path.ends_with("/invocation/next") {
+                        if handed_out {
+                            // Later polls wait forever: the test stops the process.
+                            std::thread::sleep(Duration::from_secs(3600));
+                            return;
+                        }
+                        handed_out = true;
+                        let payload = serde_json::to_vec(&event).unwrap();
+                        let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 60_000;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                             Lambda-Runtime-Aws-Request-Id: req-1\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\n\
+                             Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:export-fetcher\r\n\
+                             Lambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\n\r\n",
+                            payload.len()
+                        );
+                        conn.write_all(head.as_bytes()).unwrap();
+                        conn.write_all(&payload).unwrap();
+                    } else {
+                        let posted = if path.ends_with("/response") {
+                            Posted::Response(serde_json::from_slice(&body).unwrap_or(Value::Null))
+                        } else {
+                            Posted::Error(String::from_utf8_lossy(&body).into_owned())
+                        };
+                        conn.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").unwrap();
+                        let _ = tx.send(posted);
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_the_lambda_runtime_api() {
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    make_bucket(&s3, BUCKET).await;
+    let key = "reports/runtime test.csv";
+    put(&s3, BUCKET, key, b"campaign;sent\nc1;10\n".to_vec()).await;
+    let (addr, rx) = runtime_api(s3_event(BUCKET, key));
+    let mut child = Command::new(support::BIN)
+        .envs(env_for(&moto.endpoint))
+        .env("AWS_LAMBDA_RUNTIME_API", &addr)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "export-fetcher")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let posted = rx.recv_timeout(Duration::from_secs(60));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    match posted {
+        Ok(Posted::Response(r)) => {
+            assert_eq!(r["results"][0]["outcome"], "done", "{r}\n{logs}");
+            assert_eq!(r["results"][0]["key"], key);
+        }
+        other => panic!("no response from the function: {other:?}\n{logs}"),
+    }
+    let m = manifest(&s3, BUCKET, key).await.expect("manifest written");
+    assert_eq!(m["status"], "complete");
+    assert_eq!(m["parts"][0]["delimiter"], ";");
+    // JSON logs with Lambda's log controls: one line per event, the object's span fields in it.
+    let line = logs
+        .lines()
+        .find(|l| l.contains("object finished"))
+        .unwrap_or_else(|| panic!("no 'object finished' log line:\n{logs}"));
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(v["level"], "INFO", "{v}");
+    assert_eq!(v["outcome"], "done", "{v}");
+    assert!(v.to_string().contains("runtime test.csv"), "the span names the key: {v}");
+}
