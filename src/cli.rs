@@ -41,6 +41,9 @@ pub enum Command {
         /// A Lambda event (see `events/`).
         event: PathBuf,
     },
+    /// The main job end to end with no AWS account: an embedded S3 server on loopback, sample Braze
+    /// exports, their notifications through the real handler, a summary.
+    Demo,
 }
 
 /// Exit status: 0 complete, 1 partial or failed, 2 usage error.

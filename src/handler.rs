@@ -13,6 +13,11 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::{Config, ConfigError, KeyFilter};
 use crate::pipeline::{Env, ObjectOutcome, process_event};
 use crate::sanitize_for_log;
+use crate::sink::Sinks;
+use crate::sink::eventbridge::EventBridgeSink;
+use crate::sink::sns::SnsSink;
+use crate::sink::sqs::SqsSink;
+use crate::sink::webhook::WebhookSink;
 use crate::store::s3::S3Store;
 use crate::trigger::{self, Item, Message};
 
@@ -57,7 +62,41 @@ pub async fn build_env(cfg: Config) -> Result<Env, ConfigError> {
     let s3_config = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(custom_endpoint)
         .build();
-    env_with_clients(cfg, aws_sdk_s3::Client::from_conf(s3_config))
+    let sinks = sinks_from_config(
+        &cfg,
+        aws_sdk_sns::Client::new(&shared),
+        aws_sdk_sqs::Client::new(&shared),
+        aws_sdk_eventbridge::Client::new(&shared),
+    )?;
+    Ok(env_with_clients(cfg, aws_sdk_s3::Client::from_conf(s3_config))?.with_sinks(sinks))
+}
+
+/// The sinks the configuration names, built on the given clients.
+pub fn sinks_from_config(
+    cfg: &Config,
+    sns: aws_sdk_sns::Client,
+    sqs: aws_sdk_sqs::Client,
+    eventbridge: aws_sdk_eventbridge::Client,
+) -> Result<Sinks, ConfigError> {
+    let webhook = match &cfg.webhook_url {
+        None => None,
+        Some(url) => Some(
+            WebhookSink::new(url.clone(), cfg.webhook_secret.clone()).map_err(|e| ConfigError {
+                name: "WEBHOOK_URL",
+                value: url.clone(),
+                reason: e.to_string(),
+            })?,
+        ),
+    };
+    Ok(Sinks {
+        sns: cfg.sns_topic_arn.clone().map(|arn| SnsSink::new(sns, arn)),
+        sqs: cfg.sqs_queue_url.clone().map(|url| SqsSink::new(sqs, url)),
+        eventbridge: cfg
+            .event_bus_name
+            .clone()
+            .map(|bus| EventBridgeSink::new(eventbridge, bus)),
+        webhook,
+    })
 }
 
 /// The same as [`build_env`] with clients built by the caller (tests, the demo).
@@ -67,6 +106,7 @@ pub fn env_with_clients(cfg: Config, s3: aws_sdk_s3::Client) -> Result<Env, Conf
         s3: S3Store::new(s3, cfg.sse.clone()),
         filter,
         cfg: Arc::new(cfg),
+        sinks: Sinks::default(),
     })
 }
 
@@ -85,11 +125,21 @@ pub fn work_deadline(deadline_epoch_ms: u64) -> Option<Instant> {
 fn describe(bucket: &str, key: &str, outcome: &ObjectOutcome) -> Value {
     let mut v = json!({"bucket": bucket, "key": key, "outcome": outcome.label()});
     match outcome {
-        ObjectOutcome::Done { manifest } => {
+        ObjectOutcome::Done {
+            manifest,
+            deliveries,
+        } => {
             v["status"] = json!(manifest.status.as_str());
             v["manifest_key"] = json!(manifest.manifest_key);
+            v["deliveries"] = json!(deliveries);
         }
-        ObjectOutcome::Duplicate { manifest_key } => v["manifest_key"] = json!(manifest_key),
+        ObjectOutcome::Duplicate {
+            manifest_key,
+            deliveries,
+        } => {
+            v["manifest_key"] = json!(manifest_key);
+            v["deliveries"] = json!(deliveries);
+        }
         ObjectOutcome::Skipped { reason } => v["reason"] = json!(reason),
         ObjectOutcome::Retry { error } => v["error"] = json!(error),
     }

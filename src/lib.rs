@@ -15,18 +15,24 @@
 //! - [`manifest`]: the manifest v1 types, its JSON Schema and the deterministic output keys.
 //! - [`store`]: object access behind narrow traits (`ObjectSource`, `PartWriter`); local files.
 //! - [`trigger`]: every Lambda envelope → object events (S3, SQS, SNS, EventBridge, key decoding).
+//! - [`sink`]: one module per downstream (SNS, SQS, EventBridge, webhook); they only send.
 //! - [`pipeline`]: one object from fetch to manifest; the failure policy lives there, once.
 //! - [`handler`]: Lambda event → pipeline runs → response (batch item failures).
-//! - [`cli`]: the `export-fetcher` command line (`index`).
+//! - [`demo`]: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler.
+//! - [`braze_policy`]: the IAM policies Braze documents for a connected bucket.
+//! - [`cli`]: the `export-fetcher` command line (`index`, `invoke`, `demo`, `braze-policy`).
 
+pub mod braze_policy;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod detect;
 pub mod handler;
 pub mod index;
 pub mod manifest;
 pub mod pipeline;
+pub mod sink;
 pub mod store;
 pub mod trigger;
 

@@ -58,6 +58,7 @@ fn main() {
             },
             Some(Command::Index { file, key, out }) => cli::index(file, key, out, cfg).await,
             Some(Command::Invoke { event }) => cli::invoke(event, cfg).await,
+            Some(Command::Demo) => export_fetcher::demo::run(cfg).await,
         }
     });
     std::process::exit(code);

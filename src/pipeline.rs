@@ -25,6 +25,7 @@ use crate::manifest::{
     Braze, Compression, Format, Kind, MANIFEST_VERSION, Manifest, ObjectError, Output, Part,
     Producer, Source, Status, Totals, manifest_key, now_rfc3339, part_key, sanitize_part_name,
 };
+use crate::sink::{self, Sinks};
 use crate::store::s3::S3Store;
 use crate::store::{
     Condition, ObjectInfo, ObjectSource, PartUpload, PartWriter, SeekableSource, StoreError,
@@ -519,10 +520,17 @@ fn sniff_and_index<R: Read>(
 /// What happened to one object event in the Lambda.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ObjectOutcome {
-    /// Processed: the manifest was written (and forwarded).
-    Done { manifest: Box<Manifest> },
-    /// A manifest for this very version already exists: nothing was done or rewritten.
-    Duplicate { manifest_key: String },
+    /// Processed: the manifest was written and forwarded to every configured sink.
+    Done {
+        manifest: Box<Manifest>,
+        deliveries: Vec<Delivery>,
+    },
+    /// A manifest for this very version already exists: nothing was rewritten, and only sinks
+    /// that had not accepted it yet (after an earlier failure) were sent it.
+    Duplicate {
+        manifest_key: String,
+        deliveries: Vec<Delivery>,
+    },
     /// Not processed by design (loop guard, key filters).
     Skipped { reason: String },
     /// A transient failure: the work must be retried (nothing final was written).
@@ -545,9 +553,16 @@ pub struct Env {
     pub cfg: Arc<Config>,
     pub filter: KeyFilter,
     pub s3: S3Store,
+    pub sinks: Sinks,
 }
 
 impl Env {
+    /// The same environment, forwarding manifests to `sinks`.
+    pub fn with_sinks(mut self, sinks: Sinks) -> Env {
+        self.sinks = sinks;
+        self
+    }
+
     /// The bucket outputs go to for an object of `source_bucket`.
     pub fn output_bucket<'a>(&'a self, source_bucket: &'a str) -> &'a str {
         self.cfg.output_bucket.as_deref().unwrap_or(source_bucket)
@@ -614,11 +629,11 @@ pub async fn process_event(
         Err(StoreError::NotFound(message)) => {
             // Permanent: Braze removes exports after some hours. A `failed` manifest says so,
             // unless one was already written for this notification.
-            if existing_manifest
+            if let Some(m) = existing_manifest
                 .as_ref()
-                .is_some_and(|m| m.status == Status::Failed && m.source.sequencer == meta.sequencer)
+                .filter(|m| m.status == Status::Failed && m.source.sequencer == meta.sequencer)
             {
-                return ObjectOutcome::Duplicate { manifest_key: mkey };
+                return forward_again(env, &out_bucket, m, deadline).await;
             }
             let mut manifest = empty_manifest(meta, &cfg.output_prefix);
             if let Some((kind, braze)) = kind_from_key(&ev.key) {
@@ -630,7 +645,14 @@ pub async fn process_event(
                 message,
                 part: None,
             });
-            return write_manifest(env, &out_bucket, manifest, existing.map(|(_, e)| e)).await;
+            return write_manifest(
+                env,
+                &out_bucket,
+                manifest,
+                existing.map(|(_, e)| e),
+                deadline,
+            )
+            .await;
         }
         Err(e) => {
             return ObjectOutcome::Retry {
@@ -642,7 +664,7 @@ pub async fn process_event(
         && m.status != Status::Skipped
         && same_version(&m.source, &info)
     {
-        return ObjectOutcome::Duplicate { manifest_key: mkey };
+        return forward_again(env, &out_bucket, m, deadline).await;
     }
     meta.size = info.size;
     meta.etag = info.etag.clone();
@@ -654,7 +676,14 @@ pub async fn process_event(
     if let Some(error) = outcome.retryable {
         return ObjectOutcome::Retry { error };
     }
-    write_manifest(env, &out_bucket, outcome.manifest, existing.map(|(_, e)| e)).await
+    write_manifest(
+        env,
+        &out_bucket,
+        outcome.manifest,
+        existing.map(|(_, e)| e),
+        deadline,
+    )
+    .await
 }
 
 /// Writes the manifest last, conditionally: only where none exists, or over the exact manifest
@@ -664,6 +693,7 @@ async fn write_manifest(
     out_bucket: &str,
     manifest: Manifest,
     previous_etag: Option<String>,
+    deadline: Option<Instant>,
 ) -> ObjectOutcome {
     let body = manifest.to_json_pretty().into_bytes();
     let condition = match previous_etag {
@@ -681,8 +711,12 @@ async fn write_manifest(
         )
         .await
     {
-        Ok(()) => ObjectOutcome::Done {
-            manifest: Box::new(manifest),
+        Ok(()) => match forward(env, out_bucket, &manifest, deadline).await {
+            Ok(deliveries) => ObjectOutcome::Done {
+                manifest: Box::new(manifest),
+                deliveries,
+            },
+            Err(error) => ObjectOutcome::Retry { error },
         },
         Err(StoreError::PreconditionFailed) => {
             // Someone else wrote it meanwhile: theirs stands if it is for this version.
@@ -692,8 +726,11 @@ async fn write_manifest(
                         if theirs.source.etag == manifest.source.etag
                             && theirs.source.version_id == manifest.source.version_id =>
                     {
+                        // The winner of the race forwards it; sending here too would deliver
+                        // it twice.
                         ObjectOutcome::Duplicate {
                             manifest_key: manifest.manifest_key,
+                            deliveries: Vec::new(),
                         }
                     }
                     _ => ObjectOutcome::Retry {
@@ -711,5 +748,199 @@ async fn write_manifest(
         Err(e) => ObjectOutcome::Retry {
             error: format!("writing the manifest failed: {e}"),
         },
+    }
+}
+
+/// One sink's part in forwarding a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Delivery {
+    pub sink: &'static str,
+    /// `delivered`, `already_delivered`, `failed` or `in_progress` (another invocation is
+    /// delivering it right now).
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Time from the start of forwarding until the sink accepted the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+}
+
+/// A delivery record: `<OUTPUT_PREFIX>deliveries/<source key>/<sink>.json`. Claimed (`sending`)
+/// with a conditional write before the message is sent, `delivered` once the sink accepted it,
+/// `failed` when it did not, so that a retry sends only to the sinks that did not accept it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct DeliveryRecord {
+    idempotency_key: String,
+    sink: String,
+    state: String,
+    unix: u64,
+}
+
+/// A `sending` claim older than this (the longest Lambda invocation) belongs to an invocation
+/// that died: it may be taken over.
+const STALE_CLAIM_SECS: u64 = 15 * 60;
+
+fn delivery_key(prefix: &str, source_key: &str, sink: &str) -> String {
+    format!("{prefix}deliveries/{source_key}/{sink}.json")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A duplicate notification: the manifest exists for this version. Forwards it to the sinks
+/// that have not accepted it yet (nothing, normally).
+async fn forward_again(
+    env: &Env,
+    out_bucket: &str,
+    manifest: &Manifest,
+    deadline: Option<Instant>,
+) -> ObjectOutcome {
+    match forward(env, out_bucket, manifest, deadline).await {
+        Ok(deliveries) => ObjectOutcome::Duplicate {
+            manifest_key: manifest.manifest_key.clone(),
+            deliveries,
+        },
+        Err(error) => ObjectOutcome::Retry { error },
+    }
+}
+
+/// Sends the manifest to every configured sink that has not accepted it for this object version.
+/// `Err` when a sink failed (the object is retried; the next attempt sends only to that sink).
+async fn forward(
+    env: &Env,
+    out_bucket: &str,
+    manifest: &Manifest,
+    deadline: Option<Instant>,
+) -> Result<Vec<Delivery>, String> {
+    let names = env.sinks.names();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let started = Instant::now();
+    let msg = sink::outgoing(manifest, out_bucket, deadline);
+    let mut deliveries = Vec::new();
+    for name in names {
+        let key = delivery_key(&env.cfg.output_prefix, &manifest.source.key, name);
+        let delivery = deliver_once(env, out_bucket, &key, name, &msg, started).await;
+        match &delivery.error {
+            None => {
+                info!(sink = name, outcome = delivery.outcome, latency_ms = ?delivery.latency_ms, "manifest forwarded")
+            }
+            Some(e) => {
+                warn!(sink = name, outcome = delivery.outcome, error = %e, "manifest not forwarded")
+            }
+        }
+        deliveries.push(delivery);
+    }
+    let failed: Vec<String> = deliveries
+        .iter()
+        .filter_map(|d| d.error.as_ref().map(|e| format!("{}: {e}", d.sink)))
+        .collect();
+    if failed.is_empty() {
+        Ok(deliveries)
+    } else {
+        Err(format!("forwarding failed: {}", failed.join("; ")))
+    }
+}
+
+async fn deliver_once(
+    env: &Env,
+    out_bucket: &str,
+    key: &str,
+    name: &'static str,
+    msg: &sink::Outgoing,
+    started: Instant,
+) -> Delivery {
+    let record = |state: &str| {
+        serde_json::to_vec(&DeliveryRecord {
+            idempotency_key: msg.idempotency_key.clone(),
+            sink: name.to_string(),
+            state: state.to_string(),
+            unix: unix_now(),
+        })
+        .expect("record serialises")
+    };
+    let fail = |outcome: &'static str, error: String| Delivery {
+        sink: name,
+        outcome,
+        error: Some(error),
+        latency_ms: None,
+    };
+    // Claim the delivery, so that concurrent duplicates never send twice.
+    let condition = match env.s3.get_small(out_bucket, key).await {
+        Err(e) => return fail("failed", e.to_string()),
+        Ok(None) => Condition::IfNoneMatch,
+        Ok(Some((body, etag))) => {
+            let existing = serde_json::from_slice::<DeliveryRecord>(&body).ok();
+            match existing {
+                Some(r) if r.idempotency_key == msg.idempotency_key && r.state == "delivered" => {
+                    return Delivery {
+                        sink: name,
+                        outcome: "already_delivered",
+                        error: None,
+                        latency_ms: None,
+                    };
+                }
+                Some(r)
+                    if r.idempotency_key == msg.idempotency_key
+                        && r.state == "sending"
+                        && unix_now().saturating_sub(r.unix) < STALE_CLAIM_SECS =>
+                {
+                    return fail(
+                        "in_progress",
+                        "another invocation is delivering this manifest".into(),
+                    );
+                }
+                _ => Condition::IfMatch(etag),
+            }
+        }
+    };
+    match env
+        .s3
+        .put_small(
+            out_bucket,
+            key,
+            record("sending"),
+            "application/json",
+            condition,
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::PreconditionFailed) => {
+            return fail(
+                "in_progress",
+                "another invocation is delivering this manifest".into(),
+            );
+        }
+        Err(e) => return fail("failed", e.to_string()),
+    }
+    let sent = env.sinks.send(name, msg).await;
+    let state = if sent.is_ok() { "delivered" } else { "failed" };
+    let recorded = env
+        .s3
+        .put_small(
+            out_bucket,
+            key,
+            record(state),
+            "application/json",
+            Condition::None,
+        )
+        .await;
+    match (sent, recorded) {
+        (Ok(()), Ok(())) => Delivery {
+            sink: name,
+            outcome: "delivered",
+            error: None,
+            latency_ms: Some(started.elapsed().as_millis() as u64),
+        },
+        // Delivered, but not recorded: a retry sends it again with the same idempotency key
+        // (duplicates over loss); the receiver deduplicates on it.
+        (Ok(()), Err(e)) => fail("failed", format!("delivered, but the record failed: {e}")),
+        (Err(e), _) => fail("failed", e.message),
     }
 }

@@ -79,8 +79,16 @@ pub fn index<R: BufRead>(r: &mut R, delimiter: u8, opts: &Options) -> Indexed {
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
-                    let f = if i == 0 { f.strip_prefix(BOM).unwrap_or(f) } else { f };
-                    let f = if i == last { f.strip_suffix(b"\r").unwrap_or(f) } else { f };
+                    let f = if i == 0 {
+                        f.strip_prefix(BOM).unwrap_or(f)
+                    } else {
+                        f
+                    };
+                    let f = if i == last {
+                        f.strip_suffix(b"\r").unwrap_or(f)
+                    } else {
+                        f
+                    };
                     String::from_utf8_lossy(f).into_owned()
                 })
                 .collect();

@@ -137,6 +137,15 @@ pub async fn manifest(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Optio
     Some(m)
 }
 
+/// An SQS event whose messages have these ids and bodies.
+pub fn sqs_event_from_bodies(msgs: &[(&str, String)]) -> Value {
+    json!({"Records": msgs.iter().map(|(id, body)| json!({
+        "messageId": id, "receiptHandle": format!("rh-{id}"), "body": body,
+        "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+        "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:exports"), "awsRegion": REGION,
+    })).collect::<Vec<_>>()})
+}
+
 /// Runs `export-fetcher invoke` on an event against the server; returns the response JSON.
 pub fn invoke(moto_endpoint: &str, event: &Value, extra_env: &[(&str, &str)]) -> (i32, Value) {
     let dir = tempfile::tempdir().unwrap();

@@ -5,4 +5,5 @@ mod fixtures;
 mod index_cli;
 mod lambda_s3;
 mod runtime_api;
+mod sinks;
 mod support;

@@ -58,7 +58,11 @@ fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
                     }
                     let mut body = vec![0u8; length];
                     reader.read_exact(&mut body).unwrap();
-                    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let path = request_line
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_string();
                     if path.ends_with("/invocation/next") {
                         if handed_out {
                             // Later polls wait forever: the test stops the process.
@@ -67,7 +71,11 @@ fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
                         }
                         handed_out = true;
                         let payload = serde_json::to_vec(&event).unwrap();
-                        let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 60_000;
+                        let deadline = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap()
+                            .as_millis()
+                            + 60_000;
                         let head = format!(
                             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
                              Lambda-Runtime-Aws-Request-Id: req-1\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\n\
@@ -83,7 +91,8 @@ fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
                         } else {
                             Posted::Error(String::from_utf8_lossy(&body).into_owned())
                         };
-                        conn.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").unwrap();
+                        conn.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+                            .unwrap();
                         let _ = tx.send(posted);
                     }
                 }
@@ -135,5 +144,8 @@ async fn binary_serves_the_lambda_runtime_api() {
     let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(v["level"], "INFO", "{v}");
     assert_eq!(v["outcome"], "done", "{v}");
-    assert!(v.to_string().contains("runtime test.csv"), "the span names the key: {v}");
+    assert!(
+        v.to_string().contains("runtime test.csv"),
+        "the span names the key: {v}"
+    );
 }

@@ -1,0 +1,63 @@
+//! Amazon EventBridge: `PutEvents` with source `export-fetcher`, detail-type
+//! `Braze Export Indexed` (or `Braze Export Failed`), the manifest as detail.
+
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+
+use super::{Outgoing, SinkError, sdk_error};
+use crate::manifest::Status;
+
+pub const NAME: &str = "eventbridge";
+pub const SOURCE: &str = "export-fetcher";
+pub const DETAIL_TYPE_INDEXED: &str = "Braze Export Indexed";
+pub const DETAIL_TYPE_FAILED: &str = "Braze Export Failed";
+
+pub struct EventBridgeSink {
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+}
+
+impl EventBridgeSink {
+    pub fn new(client: aws_sdk_eventbridge::Client, bus: String) -> Self {
+        EventBridgeSink { client, bus }
+    }
+
+    pub async fn send(&self, msg: &Outgoing) -> Result<(), SinkError> {
+        let detail_type = if msg.status == Status::Failed {
+            DETAIL_TYPE_FAILED
+        } else {
+            DETAIL_TYPE_INDEXED
+        };
+        let entry = PutEventsRequestEntry::builder()
+            .source(SOURCE)
+            .detail_type(detail_type)
+            .detail(&msg.body)
+            .event_bus_name(&self.bus)
+            .build();
+        let out = self
+            .client
+            .put_events()
+            .entries(entry)
+            .send()
+            .await
+            .map_err(|e| SinkError {
+                sink: NAME,
+                message: sdk_error(&e),
+            })?;
+        if out.failed_entry_count() > 0 {
+            let why = out
+                .entries()
+                .iter()
+                .filter_map(|e| {
+                    e.error_code()
+                        .map(|c| format!("{c}: {}", e.error_message().unwrap_or("")))
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(SinkError {
+                sink: NAME,
+                message: format!("PutEvents rejected the event ({why})"),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,187 @@
+//! Downstream systems the manifest is forwarded to, one module per sink. Each sink only sends;
+//! which sinks still need a message, and the delivery records that make forwarding exactly-once
+//! per object version, live in `pipeline`.
+
+pub mod eventbridge;
+pub mod sns;
+pub mod sqs;
+pub mod webhook;
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{Manifest, Status};
+
+/// SNS, SQS and EventBridge refuse messages over 256 KiB; above this many bytes of body a
+/// pointer message is sent instead (leaving room for attributes and the envelope).
+pub const MAX_INLINE_BYTES: usize = 240 * 1024;
+
+/// Why a sink did not accept a message.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{sink}: {message}")]
+pub struct SinkError {
+    pub sink: &'static str,
+    pub message: String,
+}
+
+/// What is sent for one manifest, the same for every sink.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The deterministic id of (bucket, key, version or ETag): `Idempotency-Key`, FIFO
+    /// deduplication id.
+    pub idempotency_key: String,
+    /// FIFO message group: the source key (or its SHA-256 when SQS/SNS would refuse it).
+    pub group_id: String,
+    /// The manifest JSON.
+    pub full: String,
+    /// The manifest JSON, or a pointer to the manifest object when it is too large.
+    pub body: String,
+    pub is_pointer: bool,
+    /// `kind`, `status`, and `segment_id` / `event_type` where known: for subscription filters.
+    pub attributes: Vec<(&'static str, String)>,
+    pub status: Status,
+    /// When `body` carries the manifest, `detail` is the manifest as a JSON value.
+    pub detail: Value,
+    pub deadline: Option<Instant>,
+}
+
+/// The deterministic id of an object version: SHA-256 of bucket, key and version (or ETag).
+pub fn idempotency_key(manifest: &Manifest) -> String {
+    let s = &manifest.source;
+    let version = s.version_id.as_deref().or(s.etag.as_deref()).unwrap_or("");
+    let mut h = Sha256::new();
+    for field in [s.bucket.as_str(), s.key.as_str(), version] {
+        h.update(field.as_bytes());
+        h.update([0u8]);
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// The FIFO message group id for a key: the key itself when SQS/SNS accept it (at most 128
+/// characters of `a-zA-Z0-9` and punctuation), else `sha256:` and its hash.
+pub fn group_id(key: &str) -> String {
+    let ok = key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        key.to_string()
+    } else {
+        format!("sha256-{:x}", Sha256::digest(key.as_bytes()))
+    }
+}
+
+/// Builds what every sink sends for `manifest`, whose object is `manifest_bucket`/`manifest_key`.
+pub fn outgoing(manifest: &Manifest, manifest_bucket: &str, deadline: Option<Instant>) -> Outgoing {
+    let full = serde_json::to_string(manifest).expect("manifest serialises");
+    let mut attributes = vec![
+        ("kind", manifest.kind.as_str().to_string()),
+        ("status", manifest.status.as_str().to_string()),
+    ];
+    if let Some(s) = &manifest.braze.segment_id {
+        attributes.push(("segment_id", s.clone()));
+    }
+    if let Some(e) = &manifest.braze.event_type {
+        attributes.push(("event_type", e.clone()));
+    }
+    let (body, detail, is_pointer) = if full.len() <= MAX_INLINE_BYTES {
+        let detail = serde_json::to_value(manifest).expect("manifest serialises");
+        (full.clone(), detail, false)
+    } else {
+        let pointer = json!({
+            "manifest_version": manifest.manifest_version,
+            "pointer": true,
+            "manifest": {"bucket": manifest_bucket, "key": manifest.manifest_key},
+            "status": manifest.status,
+            "kind": manifest.kind,
+            "totals": manifest.totals,
+            "source": manifest.source,
+        });
+        (pointer.to_string(), pointer, true)
+    };
+    Outgoing {
+        idempotency_key: idempotency_key(manifest),
+        group_id: group_id(&manifest.source.key),
+        full,
+        body,
+        is_pointer,
+        attributes,
+        status: manifest.status,
+        detail,
+        deadline,
+    }
+}
+
+/// The configured sinks, built once per cold start.
+#[derive(Default)]
+pub struct Sinks {
+    pub sns: Option<sns::SnsSink>,
+    pub sqs: Option<sqs::SqsSink>,
+    pub eventbridge: Option<eventbridge::EventBridgeSink>,
+    pub webhook: Option<webhook::WebhookSink>,
+}
+
+impl Sinks {
+    /// The names of the configured sinks, in a fixed order.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.sns.is_some() {
+            v.push(sns::NAME);
+        }
+        if self.sqs.is_some() {
+            v.push(sqs::NAME);
+        }
+        if self.eventbridge.is_some() {
+            v.push(eventbridge::NAME);
+        }
+        if self.webhook.is_some() {
+            v.push(webhook::NAME);
+        }
+        v
+    }
+
+    /// Sends to one sink by name.
+    pub async fn send(&self, name: &str, msg: &Outgoing) -> Result<(), SinkError> {
+        match (name, &self.sns, &self.sqs, &self.eventbridge, &self.webhook) {
+            (sns::NAME, Some(s), ..) => s.send(msg).await,
+            (sqs::NAME, _, Some(s), ..) => s.send(msg).await,
+            (eventbridge::NAME, _, _, Some(s), _) => s.send(msg).await,
+            (webhook::NAME, .., Some(s)) => s.send(msg).await,
+            _ => Err(SinkError {
+                sink: "unknown",
+                message: format!("no sink named {name} is configured"),
+            }),
+        }
+    }
+}
+
+/// Shortens an SDK error for a message (no request bodies, bounded).
+pub(crate) fn sdk_error<E: std::fmt::Debug + aws_sdk_s3::error::ProvideErrorMetadata>(
+    e: &aws_sdk_s3::error::SdkError<E>,
+) -> String {
+    let code = e
+        .as_service_error()
+        .and_then(|s| s.code())
+        .map(String::from);
+    let msg = e
+        .as_service_error()
+        .and_then(|s| s.message())
+        .map(String::from);
+    match (code, msg) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        _ => format!("{e:?}").chars().take(300).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_are_the_key_or_its_hash() {
+        assert_eq!(group_id("reports/a.csv"), "reports/a.csv");
+        assert!(group_id("with space").starts_with("sha256-"));
+        assert!(group_id(&"k".repeat(129)).starts_with("sha256-"));
+        assert_eq!(group_id("é"), group_id("é"));
+    }
+}
