@@ -887,3 +887,35 @@ async fn every_envelope_works_with_the_servers_own_notifications() {
         assert_eq!(m["source"]["key"], keys[i].as_str());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_part_is_written_by_a_checksummed_multipart_upload() {
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    make_bucket(&s3, BUCKET).await;
+    let key = "segment-export/s/2024-05-01/0b6c1a6e-1714550400/large.gz";
+    let mut users = Vec::new();
+    while users.len() < 20 << 20 {
+        users.extend_from_slice(&fixtures::users_jsonl(users.len() as u64, 2000).bytes);
+    }
+    put(&s3, BUCKET, key, gzip(&users)).await;
+    let env = env_for_tests(&moto.endpoint, Config::default());
+    let r = handler::handle(env, s3_event(BUCKET, key), None).await.unwrap();
+    assert_eq!(r["results"][0]["outcome"], "done", "{r}");
+    let part_key = format!("export-fetcher/parts/{key}/large");
+    let head = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(&part_key)
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    let etag = head.e_tag().unwrap().trim_matches('"').to_string();
+    let parts: usize = etag.rsplit_once('-').map(|(_, n)| n.parse().unwrap()).unwrap_or(1);
+    assert_eq!(parts, users.len().div_ceil(8 << 20), "8 MiB parts: ETag {etag}");
+    assert!(head.checksum_crc32_c().is_some(), "S3 holds a CRC-32C for the upload");
+    assert!(get(&s3, BUCKET, &part_key).await.unwrap() == users, "byte-exact");
+    let m = manifest(&s3, BUCKET, key).await.unwrap();
+    assert_eq!(m["parts"][0]["sha256"], sha256_hex(&users));
+}
