@@ -1,14 +1,17 @@
 //! The `export-fetcher` command line. `main.rs` only wires this up.
 
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Config;
 use crate::manifest::{Source, Status};
-use crate::store::PartWriter;
 use crate::store::local::{LocalDir, LocalFile};
+use crate::store::{ObjectSource, PartWriter};
 use crate::{handler, pipeline};
 
 #[derive(Debug, Parser)]
@@ -109,6 +112,63 @@ pub async fn serve_lambda(cfg: Config) -> Result<(), lambda_runtime::Error> {
     .await
 }
 
+/// An [`ObjectSource`] that counts the bytes read from it, for a progress bar.
+struct Counted<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+}
+
+struct CountedReader<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    read: Arc<AtomicU64>,
+}
+
+impl Read for CountedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<S: ObjectSource> ObjectSource for Counted<S> {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    fn read_range(&self, start: u64, end: u64) -> std::io::Result<Box<dyn Read + Send + '_>> {
+        Ok(Box::new(CountedReader {
+            inner: self.inner.read_range(start, end)?,
+            read: self.read.clone(),
+        }))
+    }
+}
+
+/// Draws bytes read and throughput on stderr while `read` grows, when stderr is a terminal.
+fn progress_bar(
+    total: u64,
+    read: Arc<AtomicU64>,
+) -> Option<(ProgressBar, tokio::task::JoinHandle<()>)> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {bar:30} {binary_bytes}/{binary_total_bytes} read, {binary_bytes_per_sec}, {elapsed}",
+        )
+        .expect("valid template"),
+    );
+    let ticker = bar.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            ticker.set_position(read.load(Ordering::Relaxed).min(total));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    Some((bar, task))
+}
+
 /// Runs `index`; returns the exit status.
 pub async fn index(file: PathBuf, key: Option<String>, out: Option<PathBuf>, cfg: Config) -> i32 {
     let source = match LocalFile::open(&file) {
@@ -117,6 +177,12 @@ pub async fn index(file: PathBuf, key: Option<String>, out: Option<PathBuf>, cfg
             eprintln!("export-fetcher: cannot read {}: {e}", file.display());
             return EXIT_USAGE;
         }
+    };
+    let read = Arc::new(AtomicU64::new(0));
+    let progress = progress_bar(source.size(), read.clone());
+    let source = Counted {
+        inner: source,
+        read,
     };
     let key = key.unwrap_or_else(|| {
         file.file_name()
@@ -132,6 +198,10 @@ pub async fn index(file: PathBuf, key: Option<String>, out: Option<PathBuf>, cfg
     };
     let cfg = Arc::new(cfg);
     let outcome = pipeline::run(Arc::new(source), meta, cfg, writer.clone(), None).await;
+    if let Some((bar, task)) = progress {
+        task.abort();
+        bar.finish_and_clear();
+    }
     let manifest = outcome.manifest;
     let json = manifest.to_json_pretty();
     if let Some(writer) = &writer

@@ -141,7 +141,9 @@ pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
             .force_path_style(true)
             // moto returns a multipart object's composite checksum in a form the SDK would
             // validate as a full-object checksum; the tests compare bytes themselves.
-            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
             .build(),
     )
 }

@@ -900,7 +900,9 @@ async fn large_part_is_written_by_a_checksummed_multipart_upload() {
     }
     put(&s3, BUCKET, key, gzip(&users)).await;
     let env = env_for_tests(&moto.endpoint, Config::default());
-    let r = handler::handle(env, s3_event(BUCKET, key), None).await.unwrap();
+    let r = handler::handle(env, s3_event(BUCKET, key), None)
+        .await
+        .unwrap();
     assert_eq!(r["results"][0]["outcome"], "done", "{r}");
     let part_key = format!("export-fetcher/parts/{key}/large");
     let head = s3
@@ -912,10 +914,23 @@ async fn large_part_is_written_by_a_checksummed_multipart_upload() {
         .await
         .unwrap();
     let etag = head.e_tag().unwrap().trim_matches('"').to_string();
-    let parts: usize = etag.rsplit_once('-').map(|(_, n)| n.parse().unwrap()).unwrap_or(1);
-    assert_eq!(parts, users.len().div_ceil(8 << 20), "8 MiB parts: ETag {etag}");
-    assert!(head.checksum_crc32_c().is_some(), "S3 holds a CRC-32C for the upload");
-    assert!(get(&s3, BUCKET, &part_key).await.unwrap() == users, "byte-exact");
+    let parts: usize = etag
+        .rsplit_once('-')
+        .map(|(_, n)| n.parse().unwrap())
+        .unwrap_or(1);
+    assert_eq!(
+        parts,
+        users.len().div_ceil(8 << 20),
+        "8 MiB parts: ETag {etag}"
+    );
+    assert!(
+        head.checksum_crc32_c().is_some(),
+        "S3 holds a CRC-32C for the upload"
+    );
+    assert!(
+        get(&s3, BUCKET, &part_key).await.unwrap() == users,
+        "byte-exact"
+    );
     let m = manifest(&s3, BUCKET, key).await.unwrap();
     assert_eq!(m["parts"][0]["sha256"], sha256_hex(&users));
 }
