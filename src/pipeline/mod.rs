@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, KeyFilter};
 use crate::decode::zip::{Archive, ArchiveError};
-use crate::decode::{self, Budget, READ_BUFFER, limit_of};
+use crate::decode::{self, Budget, limit_of};
 use crate::detect::{MAGIC_LEN, codec_from_magic, kind_from_key, single_part_name};
 use crate::index::{self, FormatError, Indexed, Options, SNIFF_LEN};
 use crate::manifest::{
@@ -28,10 +28,13 @@ use crate::manifest::{
 use crate::sink::{self, Sinks};
 use crate::store::s3::S3Store;
 use crate::store::{
-    Condition, ObjectInfo, ObjectSource, PartUpload, PartWriter, SeekableSource, StoreError,
+    Condition, ObjectInfo, ObjectSource, PartWriter, SeekableSource, StoreError,
     Transient, is_transient,
 };
 use crate::trigger::ObjectEvent;
+use stage::ChunkReader;
+
+mod stage;
 
 /// The result of processing one object.
 #[derive(Debug)]
@@ -379,39 +382,6 @@ fn describe(e: &io::Error, container: &str) -> String {
     }
 }
 
-/// Hashes, counts and writes every byte read through it.
-struct Tee<'a, R> {
-    inner: R,
-    deadline: Option<Instant>,
-    sha: Sha256,
-    bytes: u64,
-    out: Option<Box<dyn PartUpload + 'a>>,
-    out_key: &'a str,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(io::Error::other(Transient(
-                "the invocation deadline is near: stopped so that the object is retried".into(),
-            )));
-        }
-        let n = self.inner.read(buf)?;
-        let chunk = &buf[..n];
-        self.sha.update(chunk);
-        self.bytes += n as u64;
-        if let Some(out) = self.out.as_mut() {
-            out.write_all(chunk).map_err(|e| {
-                io::Error::other(Transient(format!(
-                    "writing part {:?} failed: {e}",
-                    self.out_key
-                )))
-            })?;
-        }
-        Ok(n)
-    }
-}
-
 /// The output key of a part, unique within the object.
 fn output_key(ctx: &mut Ctx<'_>, name: &str) -> String {
     let clean = sanitize_part_name(name).unwrap_or_else(|| "part".to_string());
@@ -429,7 +399,7 @@ fn process_part(
     ctx: &mut Ctx<'_>,
     name: &str,
     compressed_bytes: u64,
-    stream: &mut dyn Read,
+    stream: &mut (dyn Read + Send),
 ) -> (Part, Option<io::Error>) {
     let key = output_key(ctx, name);
     let upload = match ctx.writer.map(|w| w.create(&key)).transpose() {
@@ -439,16 +409,11 @@ fn process_part(
             return (failed_part(name, compressed_bytes), Some(e));
         }
     };
-    let mut tee = Tee {
-        inner: stream,
-        deadline: ctx.deadline,
-        sha: Sha256::new(),
-        bytes: 0,
-        out: upload,
-        out_key: &key,
-    };
-    let (indexed, format) = sniff_and_index(ctx, &mut tee);
-    let (sha, bytes, upload) = (tee.sha.finalize(), tee.bytes, tee.out.take());
+    let ctx_view: &Ctx<'_> = ctx;
+    let ((indexed, format), produced) = stage::run(stream, upload, &key, ctx.deadline, |reader| {
+        sniff_and_index(ctx_view, reader)
+    });
+    let (sha, bytes, upload) = (produced.sha256, produced.bytes, produced.upload);
     let mut fatal = indexed.fatal;
     let mut output = None;
     if let (Some(upload), Some(writer)) = (upload, ctx.writer) {
@@ -479,7 +444,7 @@ fn process_part(
         records: indexed.records,
         bytes,
         compressed_bytes,
-        sha256: format!("{sha:x}"),
+        sha256: sha,
         columns: indexed.columns,
         delimiter: format.1.map(|d| (d as char).to_string()),
         offsets: indexed.offsets,
@@ -490,12 +455,9 @@ fn process_part(
 }
 
 /// Reads the first bytes to decide the format, then indexes the whole part.
-fn sniff_and_index<R: Read>(
-    ctx: &Ctx<'_>,
-    tee: &mut Tee<'_, R>,
-) -> (Indexed, (Format, Option<u8>)) {
+fn sniff_and_index(ctx: &Ctx<'_>, reader: &mut ChunkReader) -> (Indexed, (Format, Option<u8>)) {
     let mut sample = Vec::with_capacity(SNIFF_LEN);
-    let whole = match (&mut *tee).take(SNIFF_LEN as u64).read_to_end(&mut sample) {
+    let whole = match (&mut *reader).take(SNIFF_LEN as u64).read_to_end(&mut sample) {
         Ok(_) => sample.len() < SNIFF_LEN,
         Err(e) => {
             let format = index::sniff(&sample, false, ctx.kind);
@@ -512,7 +474,7 @@ fn sniff_and_index<R: Read>(
         offset_interval: ctx.cfg.offset_interval,
         max_record_bytes: ctx.cfg.limits.max_record_bytes,
     };
-    let mut reader = BufReader::with_capacity(READ_BUFFER, Cursor::new(sample).chain(tee));
+    let mut reader = Cursor::new(sample).chain(reader);
     let indexed = index::run(format.0, format.1, &mut reader, &opts);
     (indexed, format)
 }

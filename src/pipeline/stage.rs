@@ -1,0 +1,228 @@
+//! The two-stage part pipeline: a producer thread pulls the decompressed stream, hashes it and
+//! writes it out; the calling thread indexes the same bytes. Chunks travel through a bounded
+//! channel and come back for reuse, so memory stays at `(QUEUE + 2) × CHUNK` per part however
+//! large the part is, and inflating overlaps with parsing on two cores.
+
+use std::io::{self, BufRead, Read};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::store::{PartUpload, Transient};
+
+/// Bytes per chunk handed from the producer to the indexer.
+pub const CHUNK: usize = 512 * 1024;
+/// Chunks in flight between the two stages.
+pub const QUEUE: usize = 4;
+
+/// What the producer saw: every byte it handed over was hashed, counted and written.
+pub struct Produced<'w> {
+    pub sha256: String,
+    pub bytes: u64,
+    pub upload: Option<Box<dyn PartUpload + 'w>>,
+}
+
+/// Runs `consume` over the bytes of `stream` while a scoped producer thread reads, hashes and
+/// writes them. `consume` sees the producer's errors (decoder, limits, source, writer, deadline)
+/// as read errors, with their payload intact.
+pub fn run<'w, T>(
+    stream: &mut (dyn Read + Send),
+    upload: Option<Box<dyn PartUpload + 'w>>,
+    out_key: &str,
+    deadline: Option<Instant>,
+    consume: impl FnOnce(&mut ChunkReader) -> T,
+) -> (T, Produced<'w>) {
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(QUEUE);
+        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(QUEUE + 2);
+        let producer = scope.spawn(move || produce(stream, upload, out_key, deadline, tx, free_rx));
+        let mut reader = ChunkReader {
+            rx,
+            free: free_tx,
+            current: Vec::new(),
+            pos: 0,
+            state: State::Open,
+        };
+        let result = consume(&mut reader);
+        // Dropping the reader closes the channel: a producer still running stops.
+        drop(reader);
+        let produced = producer.join().unwrap_or_else(|_| Produced {
+            sha256: String::new(),
+            bytes: 0,
+            upload: None,
+        });
+        (result, produced)
+    })
+}
+
+fn produce<'w>(
+    stream: &mut (dyn Read + Send),
+    mut upload: Option<Box<dyn PartUpload + 'w>>,
+    out_key: &str,
+    deadline: Option<Instant>,
+    tx: SyncSender<io::Result<Vec<u8>>>,
+    free: Receiver<Vec<u8>>,
+) -> Produced<'w> {
+    let mut sha = Sha256::new();
+    let mut bytes = 0u64;
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = tx.send(Err(io::Error::other(Transient(
+                "the invocation deadline is near: stopped so that the object is retried".into(),
+            ))));
+            break;
+        }
+        let mut buf = match free.try_recv() {
+            Ok(buf) => buf,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Vec::new(),
+        };
+        buf.resize(CHUNK, 0);
+        let n = match fill(stream, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                break;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        sha.update(&buf);
+        bytes += n as u64;
+        if let Some(out) = upload.as_mut()
+            && let Err(e) = out.write_all(&buf)
+        {
+            let _ = tx.send(Err(io::Error::other(Transient(format!(
+                "writing part {out_key:?} failed: {e}"
+            )))));
+            break;
+        }
+        if tx.send(Ok(buf)).is_err() {
+            break; // the indexer stopped
+        }
+    }
+    Produced {
+        sha256: format!("{:x}", sha.finalize()),
+        bytes,
+        upload,
+    }
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn fill(stream: &mut (dyn Read + Send), buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match stream.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+enum State {
+    Open,
+    Ended,
+    Failed,
+}
+
+/// The indexer's side: a `BufRead` over the producer's chunks, without copying them.
+pub struct ChunkReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    free: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+    state: State,
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.current.len() {
+            match self.state {
+                State::Ended => return Ok(&[]),
+                State::Failed => return Err(io::Error::other("the stream failed earlier")),
+                State::Open => {}
+            }
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let used = std::mem::replace(&mut self.current, next);
+                    self.pos = 0;
+                    let _ = self.free.try_send(used);
+                }
+                Ok(Err(e)) => {
+                    self.state = State::Failed;
+                    return Err(e);
+                }
+                Err(_) => self.state = State::Ended,
+            }
+        }
+        Ok(&self.current[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.current.len());
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_sees_every_byte_and_the_producer_hashes_them() {
+        let data: Vec<u8> = (0..3 * CHUNK + 123).map(|i| (i % 251) as u8).collect();
+        let mut src: &[u8] = &data;
+        let (seen, produced) = run(&mut src, None, "k", None, |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap();
+            v
+        });
+        assert!(seen == data);
+        assert_eq!(produced.bytes, data.len() as u64);
+        assert_eq!(produced.sha256, format!("{:x}", Sha256::digest(&data)));
+    }
+
+    #[test]
+    fn producer_errors_reach_the_consumer_with_their_payload() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other(Transient("gone".into())));
+                }
+                let n = buf.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let (err, _) = run(&mut Failing(CHUNK * 2), None, "k", None, |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap_err()
+        });
+        assert!(crate::store::is_transient(&err));
+    }
+
+    #[test]
+    fn a_consumer_that_stops_early_stops_the_producer() {
+        let mut endless = io::repeat(7);
+        let (_, produced) = run(&mut endless, None, "k", None, |r| {
+            let mut first = [0u8; 10];
+            r.read_exact(&mut first).unwrap();
+        });
+        assert!(produced.bytes < (QUEUE as u64 + 4) * CHUNK as u64);
+    }
+}
