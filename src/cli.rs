@@ -47,6 +47,38 @@ pub enum Command {
     /// The main job end to end with no AWS account: an embedded S3 server on loopback, sample Braze
     /// exports, their notifications through the real handler, a summary.
     Demo,
+    /// Print the IAM policy Braze documents for connecting BUCKET (for Braze's access-key method,
+    /// or IAM set up by hand).
+    BrazePolicy {
+        /// The bucket connected to Braze.
+        #[arg(long)]
+        bucket: String,
+        /// Currents: ListBucket, GetBucketLocation, PutObject, GetObject.
+        #[arg(long, conflicts_with = "data_export", required_unless_present = "data_export")]
+        currents: bool,
+        /// Dashboard data export: the same plus DeleteObject.
+        #[arg(long)]
+        data_export: bool,
+    },
+}
+
+/// Runs `braze-policy`; returns the exit status.
+pub fn braze_policy(bucket: &str, currents: bool) -> i32 {
+    use crate::braze_policy::{Purpose, check_bucket_name, policy};
+    if let Err(message) = check_bucket_name(bucket) {
+        eprintln!("export-fetcher: {message}");
+        return EXIT_USAGE;
+    }
+    let purpose = if currents {
+        Purpose::Currents
+    } else {
+        Purpose::DataExport
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&policy(bucket, purpose)).unwrap_or_default()
+    );
+    EXIT_OK
 }
 
 /// Exit status: 0 complete, 1 partial or failed, 2 usage error.

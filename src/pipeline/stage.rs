@@ -4,7 +4,7 @@
 //! large the part is, and inflating overlaps with parsing on two cores.
 
 use std::io::{self, BufRead, Read};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -73,10 +73,7 @@ fn produce<'w>(
             ))));
             break;
         }
-        let mut buf = match free.try_recv() {
-            Ok(buf) => buf,
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Vec::new(),
-        };
+        let mut buf = free.try_recv().unwrap_or_default();
         buf.resize(CHUNK, 0);
         let n = match fill(stream, &mut buf) {
             Ok(n) => n,
