@@ -12,17 +12,38 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use super::{Indexed, LineFramer, Offsets, Options};
 
 /// Top-level keys in first-seen order.
+///
+/// Records of one export mostly list the same keys in the same order, so the key at position
+/// `i` of a record is first compared with the key at position `i` of the previous record; only a
+/// different key is looked up in the set.
 #[derive(Default)]
 pub(crate) struct KeySet {
     seen: HashSet<Box<str>>,
     order: Vec<String>,
+    previous: Vec<Box<str>>,
+    position: usize,
 }
 
 impl KeySet {
+    /// Starts a new record.
+    fn start(&mut self) {
+        self.position = 0;
+    }
+
     fn note(&mut self, key: &str) {
+        let i = self.position;
+        self.position += 1;
+        if self.previous.get(i).is_some_and(|p| **p == *key) {
+            return;
+        }
         if !self.seen.contains(key) {
             self.seen.insert(key.into());
             self.order.push(key.to_string());
+        }
+        if i < self.previous.len() {
+            self.previous[i] = key.into();
+        } else {
+            self.previous.push(key.into());
         }
     }
 
@@ -47,6 +68,7 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
         f.write_str("a JSON value")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.start();
         while let Some(()) = map.next_key_seed(KeyName(&mut *self.0))? {
             map.next_value::<IgnoredAny>()?;
         }
