@@ -82,7 +82,13 @@ const LAST_NAMES: &[&str] = &[
 ];
 const COUNTRIES: &[&str] = &["US", "FR", "JP", "BR", "DE", "NG", "IN", "GB"];
 const CITIES: &[&str] = &[
-    "Paris", "São Paulo", "Tokyo", "Lagos", "Berlin", "New York", "Pune",
+    "Paris",
+    "São Paulo",
+    "Tokyo",
+    "Lagos",
+    "Berlin",
+    "New York",
+    "Pune",
 ];
 const TZS: &[&str] = &[
     "America/New_York",
@@ -325,7 +331,12 @@ fn dashboard_csv(rng: &mut Rng, first: usize, n: usize) -> Vec<u8> {
             timestamp(rng),
             devices,
             if rng.chance(50) {
-                format!("19{}-0{}-1{}", rng.range(50, 99), rng.range(1, 9), rng.range(0, 9))
+                format!(
+                    "19{}-0{}-1{}",
+                    rng.range(50, 99),
+                    rng.range(1, 9),
+                    rng.range(0, 9)
+                )
             } else {
                 String::new()
             },
@@ -400,11 +411,7 @@ fn engagement_report(rng: &mut Rng, what: &str, n: usize) -> Vec<u8> {
 }
 
 /// A Currents `users.messages.email.Send` Avro file (deflate codec), `per_block` records a block.
-fn currents_email_send(
-    rng: &mut Rng,
-    records: usize,
-    per_block: usize,
-) -> Result<Vec<u8>, String> {
+fn currents_email_send(rng: &mut Rng, records: usize, per_block: usize) -> Result<Vec<u8>, String> {
     use apache_avro::types::{Record, Value as AV};
     let schema = json!({
         "type": "record",
@@ -473,10 +480,7 @@ fn currents_email_send(
         r.put("message_variation_id", opt(Some(rng.uuid())));
         r.put("send_id", opt(rng.chance(30).then(|| rng.hex(24))));
         r.put("dispatch_id", opt(Some(rng.hex(24))));
-        r.put(
-            "email_address",
-            AV::String(format!("user{i}@example.com")),
-        );
+        r.put("email_address", AV::String(format!("user{i}@example.com")));
         r.put("ip_pool", opt(None));
         r.put(
             "message_extras",
@@ -556,12 +560,21 @@ pub fn all() -> Result<Vec<Sample>, String> {
     let folder = format!("{}-1714658400", rng.uuid());
     let (a, b) = (1200, 800);
     let members = vec![
-        (format!("{}-0.txt", rng.hex(32)), users_jsonl(&mut rng, 0, a)),
-        (format!("{}-1.txt", rng.hex(32)), users_jsonl(&mut rng, a, b)),
+        (
+            format!("{}-0.txt", rng.hex(32)),
+            users_jsonl(&mut rng, 0, a),
+        ),
+        (
+            format!("{}-1.txt", rng.hex(32)),
+            users_jsonl(&mut rng, a, b),
+        ),
     ];
     samples.push(Sample {
         label: "API user export (zip)",
-        key: format!("segment-export/{segment_id}/{date}/{folder}/{}.zip", rng.hex(32)),
+        key: format!(
+            "segment-export/{segment_id}/{date}/{folder}/{}.zip",
+            rng.hex(32)
+        ),
         bytes: zip_of(&members)?,
         expect: Expect {
             kind: Kind::ApiUserExport,
@@ -577,7 +590,10 @@ pub fn all() -> Result<Vec<Sample>, String> {
     let n = 1000;
     samples.push(Sample {
         label: "API user export (gzip)",
-        key: format!("segment-export/{segment_id}/{date}/{folder}/{}.gz", rng.hex(32)),
+        key: format!(
+            "segment-export/{segment_id}/{date}/{folder}/{}.gz",
+            rng.hex(32)
+        ),
         bytes: gzip(&users_jsonl(&mut rng, 0, n))?,
         expect: Expect {
             kind: Kind::ApiUserExport,
@@ -588,14 +604,23 @@ pub fn all() -> Result<Vec<Sample>, String> {
     });
     let whole = gzip(&users_jsonl(&mut rng, n, 600))?;
     let truncated = whole[..whole.len() * 3 / 5].to_vec();
-    let corrupt_key = format!("segment-export/{segment_id}/{date}/{folder}/{}.gz", rng.hex(32));
+    let corrupt_key = format!(
+        "segment-export/{segment_id}/{date}/{folder}/{}.gz",
+        rng.hex(32)
+    );
 
     // Dashboard "CSV Export User Data": a zip of several CSV files.
     let random = rng.hex(12);
     let (a, b) = (600, 400);
     let members = vec![
-        (format!("users-{random}-0.csv"), dashboard_csv(&mut rng, 0, a)),
-        (format!("users-{random}-1.csv"), dashboard_csv(&mut rng, a, b)),
+        (
+            format!("users-{random}-0.csv"),
+            dashboard_csv(&mut rng, 0, a),
+        ),
+        (
+            format!("users-{random}-1.csv"),
+            dashboard_csv(&mut rng, a, b),
+        ),
     ];
     samples.push(Sample {
         label: "dashboard CSV export (zip)",
@@ -623,7 +648,10 @@ pub fn all() -> Result<Vec<Sample>, String> {
     ];
     samples.push(Sample {
         label: "engagement report (zip, ';')",
-        key: format!("reports/engagement/{date}/engagement-report-{}.zip", rng.hex(8)),
+        key: format!(
+            "reports/engagement/{date}/engagement-report-{}.zip",
+            rng.hex(8)
+        ),
         bytes: zip_of(&members)?,
         expect: Expect {
             kind: Kind::Report,
@@ -669,7 +697,7 @@ pub fn all() -> Result<Vec<Sample>, String> {
     });
 
     samples.push(Sample {
-        label: "API user export (gzip, truncated)",
+        label: "a truncated .gz API user export",
         key: corrupt_key,
         bytes: truncated,
         expect: Expect {

@@ -1,18 +1,36 @@
 //! The demo's S3 endpoint: `s3s-fs` serving a local folder over the real S3 protocol (signed
 //! requests, ranged reads, multipart uploads, conditional writes) on a loopback port.
+//!
+//! `s3s-fs` keeps each object's attributes in a file named after the base64 of its bucket and
+//! key, in one folder: keys longer than about 150 bytes exceed the 255-byte file name limit and
+//! fail with `InternalError`. Real Braze keys (Currents ones run past 200 bytes) and the
+//! fetcher's output keys under them are that long, so [`ShortKeys`] sits in front of the file
+//! system and stores such objects under `.long-keys/<sha-256 of the key>` instead. Clients never
+//! see it: requests and responses carry the real keys.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Mutex;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
 use s3s::auth::SimpleAuth;
+use s3s::dto::{
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput,
+    CompleteMultipartUploadOutput, CreateBucketInput, CreateBucketOutput,
+    CreateMultipartUploadInput, CreateMultipartUploadOutput, GetObjectInput, GetObjectOutput,
+    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, PutObjectInput,
+    PutObjectOutput, UploadPartInput, UploadPartOutput,
+};
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result};
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// A running server; [`Server::stop`] shuts it down (dropping it stops accepting, too).
 pub struct Server {
@@ -25,9 +43,12 @@ impl Server {
     /// Serves `root` on `127.0.0.1:<free port>`, accepting requests signed with this key pair.
     pub async fn start(root: &Path, access_key: &str, secret_key: &str) -> Result<Server, String> {
         let fs = s3s_fs::FileSystem::new(root)
-            .map_err(|e| format!("cannot serve {}: {e}", root.display()))?;
+            .map_err(|e| format!("cannot serve {}: {e:?}", root.display()))?;
         let service = {
-            let mut b = S3ServiceBuilder::new(fs);
+            let mut b = S3ServiceBuilder::new(ShortKeys {
+                fs,
+                long_keys: Mutex::new(HashMap::new()),
+            });
             b.set_auth(SimpleAuth::from_single(access_key, secret_key));
             b.build()
         };
@@ -40,25 +61,29 @@ impl Server {
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let http = ConnBuilder::new(TokioExecutor::new());
-            let graceful = GracefulShutdown::new();
+            let mut connections = JoinSet::new();
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((socket, _)) = accepted else { continue };
-                        let conn = http.serve_connection(TokioIo::new(socket), service.clone());
-                        let conn = graceful.watch(conn.into_owned());
-                        tokio::spawn(async move {
+                        // Responses go out in several writes: without this, Nagle's algorithm
+                        // and delayed ACKs add 40 ms to each request.
+                        let _ = socket.set_nodelay(true);
+                        let conn = http
+                            .serve_connection(TokioIo::new(socket), service.clone())
+                            .into_owned();
+                        connections.spawn(async move {
                             let _ = conn.await;
                         });
                     }
+                    // Reap finished connections so the set stays small.
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
                     _ = &mut stop_rx => break,
                 }
             }
-            // Idle keep-alive connections close at once; give busy ones a moment.
-            tokio::select! {
-                () = graceful.shutdown() => {}
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
+            // Every request has been answered by now; what is left are idle keep-alive
+            // connections of the client. Close them.
+            connections.shutdown().await;
         });
         Ok(Server {
             addr,
@@ -72,7 +97,7 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting, lets open connections finish, and waits for the server task.
+    /// Stops accepting, closes the connections and waits for the server task.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -88,5 +113,159 @@ impl Drop for Server {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// What `s3s` expects of an `async_trait` method, spelled out (this crate does not depend on
+/// the `async-trait` macro).
+type Reply<'a, T> = Pin<Box<dyn Future<Output = S3Result<S3Response<T>>> + Send + 'a>>;
+
+/// `s3s-fs` with long keys stored under short names (see the module documentation). Only the
+/// operations the fetcher and the demo use are served; the others answer `NotImplemented`.
+struct ShortKeys {
+    fs: s3s_fs::FileSystem,
+    /// Storage name → real key, for the keys that were shortened.
+    long_keys: Mutex<HashMap<String, String>>,
+}
+
+/// Length of unpadded base64 of `n` bytes.
+fn base64_len(n: usize) -> usize {
+    (n * 4).div_ceil(3)
+}
+
+/// Whether `s3s-fs`'s longest attribute file name for this object fits in 255 bytes:
+/// `.bucket-B.object-K.upload-<uuid>.metadata.json`.
+fn fits(bucket: &str, key: &str) -> bool {
+    const FIXED: usize =
+        ".bucket-".len() + ".object-".len() + ".upload-".len() + 36 + ".metadata.json".len();
+    FIXED + base64_len(bucket.len()) + base64_len(key.len()) <= 255
+}
+
+impl ShortKeys {
+    /// The key the object is stored under.
+    fn storage_key(&self, bucket: &str, key: &str) -> String {
+        if fits(bucket, key) && !key.starts_with(".long-keys/") {
+            return key.to_string();
+        }
+        let digest = Sha256::digest(key.as_bytes());
+        let mut name = String::from(".long-keys/");
+        for b in digest {
+            name.push_str(&format!("{b:02x}"));
+        }
+        if let Ok(mut map) = self.long_keys.lock() {
+            map.insert(name.clone(), key.to_string());
+        }
+        name
+    }
+
+    /// The real key of a storage key.
+    fn real_key(&self, storage: String) -> String {
+        self.long_keys
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&storage).cloned())
+            .unwrap_or(storage)
+    }
+}
+
+/// A method that only needs the key of its input translated.
+macro_rules! keyed {
+    ($method:ident, $input:ty, $output:ty) => {
+        fn $method<'life0, 'async_trait>(
+            &'life0 self,
+            mut req: S3Request<$input>,
+        ) -> Reply<'async_trait, $output>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                req.input.key = self.storage_key(&req.input.bucket, &req.input.key);
+                self.fs.$method(req).await
+            })
+        }
+    };
+}
+
+/// A method whose output names the key again.
+macro_rules! keyed_out {
+    ($method:ident, $input:ty, $output:ty) => {
+        fn $method<'life0, 'async_trait>(
+            &'life0 self,
+            mut req: S3Request<$input>,
+        ) -> Reply<'async_trait, $output>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                req.input.key = self.storage_key(&req.input.bucket, &req.input.key);
+                let mut resp = self.fs.$method(req).await?;
+                resp.output.key = resp.output.key.take().map(|k| self.real_key(k));
+                Ok(resp)
+            })
+        }
+    };
+}
+
+impl S3 for ShortKeys {
+    fn create_bucket<'life0, 'async_trait>(
+        &'life0 self,
+        req: S3Request<CreateBucketInput>,
+    ) -> Reply<'async_trait, CreateBucketOutput>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.fs.create_bucket(req))
+    }
+
+    fn head_bucket<'life0, 'async_trait>(
+        &'life0 self,
+        req: S3Request<HeadBucketInput>,
+    ) -> Reply<'async_trait, HeadBucketOutput>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.fs.head_bucket(req))
+    }
+
+    keyed!(put_object, PutObjectInput, PutObjectOutput);
+    keyed!(get_object, GetObjectInput, GetObjectOutput);
+    keyed!(head_object, HeadObjectInput, HeadObjectOutput);
+    keyed!(upload_part, UploadPartInput, UploadPartOutput);
+    keyed!(
+        abort_multipart_upload,
+        AbortMultipartUploadInput,
+        AbortMultipartUploadOutput
+    );
+    keyed_out!(
+        create_multipart_upload,
+        CreateMultipartUploadInput,
+        CreateMultipartUploadOutput
+    );
+    keyed_out!(
+        complete_multipart_upload,
+        CompleteMultipartUploadInput,
+        CompleteMultipartUploadOutput
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_keys_are_detected_before_the_file_name_limit() {
+        assert!(super::fits("acme-braze-exports", &"k".repeat(100)));
+        assert!(!super::fits("acme-braze-exports", &"k".repeat(130)));
+        // The limit itself: the longest name s3s-fs builds stays within 255 bytes.
+        let bucket = "acme-braze-exports";
+        let longest = (0..400)
+            .rev()
+            .find(|n| super::fits(bucket, &"k".repeat(*n)))
+            .unwrap();
+        let name_len =
+            8 + super::base64_len(bucket.len()) + 8 + super::base64_len(longest) + 8 + 36 + 14;
+        assert!(name_len <= 255 && name_len > 250, "{longest} {name_len}");
     }
 }
