@@ -14,7 +14,7 @@
 //! The folder is kept so the manifests and parts can be opened; its path is printed.
 
 mod samples;
-mod server;
+pub mod server;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of the whole pipeline (see BENCHMARKS.md).
+#
+#   scripts/bench.sh            # 100 MB and 1 GiB inputs, RUNS=3 alternating runs each
+#   SIZES=100m RUNS=5 scripts/bench.sh
+#
+# Generates its own inputs (scripts/gen_bench_data.py: Braze user-export JSON lines as one gzip
+# object and as an 8-member zip), then alternates, on the same machine:
+#   export-fetcher index FILE --out DIR     vs  gzip -dc, pigz -dc (gzip) / unzip -p (zip)
+#   export-fetcher invoke (S3 path)         against a local S3 server (`export-fetcher s3-server`)
+# and reports the median wall time, throughput of decompressed bytes, CPU time and peak RSS
+# (/usr/bin/time), plus the cold start and the stripped binary size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+SIZES=${SIZES:-"100m 1g"}
+DATA=${BENCH_DATA:-target/bench-data}
+WORK=${BENCH_WORK:-target/bench-work}
+B=target/release/export-fetcher
+
+if ! command -v pigz >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq pigz >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq pigz >/dev/null)
+  fi
+fi
+cargo build --release --locked --quiet
+python3 scripts/gen_bench_data.py "$DATA" >/dev/null
+rm -rf "$WORK"; mkdir -p "$WORK"
+results="$WORK/results.txt"; : > "$results"
+
+# measure LABEL BYTES CMD...: appends "label bytes wall user sys maxrss_kb" to $results.
+measure() {
+  local label=$1 bytes=$2; shift 2
+  if ! /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" "$@" >"$WORK/stdout" 2>"$WORK/stderr"; then
+    echo "bench: $label failed:" >&2; tail -5 "$WORK/stderr" >&2; exit 1
+  fi
+  echo "$label $bytes $(cat "$WORK/time")" >> "$results"
+}
+
+# The S3 path: a local S3 server (s3s-fs) in its own process, the object uploaded through the
+# S3 API, then `export-fetcher invoke` on its notification.
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
+s3_root="$WORK/s3"; mkdir -p "$s3_root"
+puts=()
+for size in $SIZES; do
+  puts+=(--put "bench/exports/users-$size.jsonl.gz=$DATA/users-$size.jsonl.gz")
+  puts+=(--put "bench/exports/users-$size.zip=$DATA/users-$size.zip")
+done
+"$B" s3-server --root "$s3_root" "${puts[@]}" > "$WORK/s3.out" 2>"$WORK/s3.err" &
+s3_pid=$!
+trap 'kill $s3_pid 2>/dev/null || true' EXIT
+for _ in $(seq 600); do grep -q '^ready ' "$WORK/s3.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '^ready ' "$WORK/s3.out" || { echo "bench: the S3 server did not start" >&2; cat "$WORK/s3.err" >&2; exit 1; }
+export AWS_ENDPOINT_URL; AWS_ENDPOINT_URL=$(awk '/^ready /{print $2}' "$WORK/s3.out")
+
+event() { # event KEY: a direct S3 notification
+  printf '{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"bench"},"object":{"key":"%s"}}}]}' "$1" > "$WORK/event.json"
+}
+
+for size in $SIZES; do
+  gz="$DATA/users-$size.jsonl.gz"; zip="$DATA/users-$size.zip"
+  bytes=$(stat -c %s "$DATA/users-$size.jsonl")
+  for run in $(seq "$RUNS"); do
+    rm -rf "$WORK/out"; measure "index-gzip-$size" "$bytes" "$B" index "$gz" --out "$WORK/out"
+    measure "gzip-dc-$size" "$bytes" sh -c "gzip -dc '$gz' > /dev/null"
+    if command -v pigz >/dev/null; then measure "pigz-dc-$size" "$bytes" sh -c "pigz -dc '$gz' > /dev/null"; fi
+    rm -rf "$WORK/out"; measure "index-zip-$size" "$bytes" "$B" index "$zip" --out "$WORK/out"
+    measure "unzip-p-$size" "$bytes" sh -c "unzip -p '$zip' > /dev/null"
+    for kind in jsonl.gz zip; do
+      event "exports/users-$size.$kind"
+      # A fresh output prefix each run: the earlier manifest would make it a duplicate.
+      OUTPUT_PREFIX="run-$run-$kind/" measure "s3-invoke-${kind%%.*}-$size" "$bytes" "$B" invoke "$WORK/event.json"
+      grep -q '"outcome": "done"' "$WORK/stdout" || { echo "bench: invoke did not finish the object:" >&2; cat "$WORK/stdout" >&2; exit 1; }
+    done
+  done
+  rm -rf "$WORK/out"
+done
+
+# Cold start: process start until the first poll of the Lambda Runtime API.
+cold=$(python3 - "$B" <<'PY'
+import http.server, os, socket, subprocess, sys, threading, time
+hit = threading.Event()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        hit.set(); time.sleep(5)
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{srv.server_address[1]}",
+           AWS_LAMBDA_FUNCTION_NAME="bench", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512",
+           AWS_LAMBDA_FUNCTION_VERSION="1")
+times = []
+for _ in range(5):
+    hit.clear(); t0 = time.perf_counter()
+    p = subprocess.Popen([sys.argv[1]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hit.wait(10); times.append((time.perf_counter() - t0) * 1000); p.kill(); p.wait()
+print(f"{sorted(times)[2]:.1f}")
+PY
+)
+strip -o "$WORK/export-fetcher.stripped" "$B"
+stripped=$(stat -c %s "$WORK/export-fetcher.stripped")
+
+python3 - "$results" "$cold" "$stripped" "$RUNS" <<'PY'
+import collections, statistics, sys
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    label, bytes_, wall, user, sys_, rss = line.split()
+    rows[label].append((int(bytes_), float(wall), float(user) + float(sys_), int(rss)))
+med = {k: statistics.median(w for _, w, _, _ in v) for k, v in rows.items()}
+print(f"| command | runs | median wall (s) | throughput (MB/s) | median CPU (s) | peak RSS (MiB) | ratio |")
+print("|---|---|---|---|---|---|---|")
+for k, v in rows.items():
+    size = k.rsplit("-", 1)[1]
+    base = {"gzip": f"gzip-dc-{size}", "zip": f"unzip-p-{size}"}.get(k.split("-")[1] if k.startswith(("index", "s3")) else "", None)
+    if k.startswith("s3-invoke"):
+        base = f"index-{k.split('-')[2].replace('jsonl', 'gzip')}-{size}"
+    ratio = f"{med[k] / med[base]:.2f}× {base}" if base in med else ""
+    if k.startswith("index-gzip") and f"pigz-dc-{size}" in med:
+        ratio += f", {med[k] / med[f'pigz-dc-{size}']:.2f}× pigz"
+    print(f"| {k} | {len(v)} | {med[k]:.2f} | {v[0][0] / med[k] / 1e6:.0f} | "
+          f"{statistics.median(c for _, _, c, _ in v):.2f} | {max(r for *_, r in v) / 1024:.1f} | {ratio} |")
+print(f"\ncold start (process start → first Runtime API poll, median of 5): {sys.argv[2]} ms")
+print(f"stripped release binary: {int(sys.argv[3]) / 1e6:.1f} MB")
+PY
