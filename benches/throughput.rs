@@ -69,19 +69,33 @@ fn currents_avro() -> Vec<u8> {
     let mut w = apache_avro::Writer::builder()
         .schema(&schema)
         .writer(Vec::new())
-        .codec(apache_avro::Codec::Deflate(apache_avro::DeflateSettings::default()))
+        .codec(apache_avro::Codec::Deflate(
+            apache_avro::DeflateSettings::default(),
+        ))
         .build()
         .unwrap();
     for i in 0..50_000u64 {
         let mut r = Record::new(&schema).unwrap();
-        r.put("id", Value::String(format!("{:032x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15))));
+        r.put(
+            "id",
+            Value::String(format!("{:032x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+        );
         r.put("user_id", Value::String(format!("{:024x}", i)));
-        r.put("external_user_id", Value::Union(1, Box::new(Value::String(format!("user-{i}")))));
+        r.put(
+            "external_user_id",
+            Value::Union(1, Box::new(Value::String(format!("user-{i}")))),
+        );
         r.put("time", Value::Int(1_743_526_800 + (i % 3600) as i32));
-        r.put("timezone", Value::Union(1, Box::new(Value::String("Europe/Paris".into()))));
+        r.put(
+            "timezone",
+            Value::Union(1, Box::new(Value::String("Europe/Paris".into()))),
+        );
         r.put("campaign_id", Value::Union(0, Box::new(Value::Null)));
         r.put("dispatch_id", Value::String(format!("{:024x}", i / 100)));
-        r.put("email_address", Value::String(format!("user{i}@example.com")));
+        r.put(
+            "email_address",
+            Value::String(format!("user{i}@example.com")),
+        );
         w.append_value(r).unwrap();
         if i % 1000 == 999 {
             w.flush().unwrap();
@@ -104,7 +118,10 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Bytes(jsonl.len() as u64));
     g.sample_size(10);
-    for (name, codec, data) in [("gzip", Compression::Gzip, &gz), ("zstd", Compression::Zstd, &zst)] {
+    for (name, codec, data) in [
+        ("gzip", Compression::Gzip, &gz),
+        ("zstd", Compression::Zstd, &zst),
+    ] {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut r = decode::open_stream(
@@ -133,7 +150,9 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("index");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(jsonl.len() as u64));
-    g.bench_function("sha256", |b| b.iter(|| black_box(sha2::Sha256::digest(&jsonl))));
+    g.bench_function("sha256", |b| {
+        b.iter(|| black_box(sha2::Sha256::digest(&jsonl)))
+    });
     g.bench_function("jsonl", |b| {
         b.iter(|| black_box(index::run(Format::Jsonl, None, &mut &jsonl[..], &OPTS).records))
     });

@@ -67,7 +67,11 @@ pub enum Command {
         #[arg(long)]
         bucket: String,
         /// Currents: ListBucket, GetBucketLocation, PutObject, GetObject.
-        #[arg(long, conflicts_with = "data_export", required_unless_present = "data_export")]
+        #[arg(
+            long,
+            conflicts_with = "data_export",
+            required_unless_present = "data_export"
+        )]
         currents: bool,
         /// Dashboard data export: the same plus DeleteObject.
         #[arg(long)]
@@ -117,7 +121,14 @@ pub async fn s3_server(root: PathBuf, puts: Vec<String>) -> i32 {
                 return EXIT_USAGE;
             }
         };
-        if let Err(e) = client.put_object().bucket(bucket).key(key).body(body).send().await {
+        if let Err(e) = client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+        {
             eprintln!("export-fetcher: uploading {file} failed: {e:?}");
             return EXIT_NOT_COMPLETE;
         }

@@ -75,7 +75,13 @@ fn is_date(s: &str) -> bool {
 }
 
 fn is_date_hour(s: &str) -> bool {
-    s.len() == 13 && is_date(&s[..10]) && s.as_bytes()[10] == b'-' && is_digits(&s[11..])
+    // Byte positions only after the length and ASCII checks: a multi-byte character must not be
+    // sliced (found by fuzzing).
+    s.len() == 13
+        && s.is_ascii()
+        && is_date(&s[..10])
+        && s.as_bytes()[10] == b'-'
+        && is_digits(&s[11..])
 }
 
 fn is_digits(s: &str) -> bool {
@@ -369,6 +375,8 @@ mod tests {
             ),
             ("sent_messages/fax/x/y/z.json.gz", None),
             ("currents/event_type=x/date=2024-01-01/file.avro", None),
+            // Fuzzing: a multi-byte character where the hour's dash would be.
+            ("currents/event_type=x/date=2025-01-0é12/f.avro", None),
             ("", None),
         ];
         for (key, want) in cases {

@@ -112,7 +112,11 @@ fn read_header<R: BufRead>(r: &mut Tracked<R>, max: u64) -> io::Result<Header> {
             break;
         }
         if count < 0 {
-            count = -count;
+            // A negative count is followed by the block's size; i64::MIN has no positive
+            // counterpart (found by fuzzing).
+            count = count
+                .checked_neg()
+                .ok_or_else(|| FormatError::io("Avro header has an impossible block count"))?;
             read_long(r).map_err(|e| r.fail(format!("Avro header is broken: {e}")))?;
         }
         for _ in 0..count {
@@ -201,6 +205,12 @@ fn blocks<R: BufRead>(
             )));
         }
         let (count, size) = (count as u64, size as u64);
+        // Records of an empty schema take no bytes: without a bound, a forged count would spin.
+        if count > max {
+            return Err(FormatError::io(format!(
+                "Avro block {block_no} at byte {block_start} claims {count} records, over MAX_RECORD_BYTES ({max})"
+            )));
+        }
         if size > max {
             return Err(FormatError::io(format!(
                 "Avro block {block_no} at byte {block_start} is {size} bytes, over MAX_RECORD_BYTES ({max})"

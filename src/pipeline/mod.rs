@@ -28,8 +28,8 @@ use crate::manifest::{
 use crate::sink::{self, Sinks};
 use crate::store::s3::S3Store;
 use crate::store::{
-    Condition, ObjectInfo, ObjectSource, PartWriter, SeekableSource, StoreError,
-    Transient, is_transient,
+    Condition, ObjectInfo, ObjectSource, PartWriter, SeekableSource, StoreError, Transient,
+    is_transient,
 };
 use crate::trigger::ObjectEvent;
 use stage::ChunkReader;
@@ -457,7 +457,10 @@ fn process_part(
 /// Reads the first bytes to decide the format, then indexes the whole part.
 fn sniff_and_index(ctx: &Ctx<'_>, reader: &mut ChunkReader) -> (Indexed, (Format, Option<u8>)) {
     let mut sample = Vec::with_capacity(SNIFF_LEN);
-    let whole = match (&mut *reader).take(SNIFF_LEN as u64).read_to_end(&mut sample) {
+    let whole = match (&mut *reader)
+        .take(SNIFF_LEN as u64)
+        .read_to_end(&mut sample)
+    {
         Ok(_) => sample.len() < SNIFF_LEN,
         Err(e) => {
             let format = index::sniff(&sample, false, ctx.kind);

@@ -226,3 +226,166 @@ fn pipe(
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
 }
+
+/// What a [`FaultProxy`] fails: `(method, request target)` → answer `500 InternalError`.
+pub type FaultRule = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+/// An HTTP-aware loopback proxy in front of a server: requests are forwarded unchanged, except
+/// those matching the rule while armed, which get `500 InternalError` (an S3 error body) and a
+/// closed connection — a failing `UploadPart` or `CompleteMultipartUpload`, say. Counts the
+/// requests it failed.
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub failed: Arc<AtomicU64>,
+    pub armed: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, rule: FaultRule) -> FaultProxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let failed = Arc::new(AtomicU64::new(0));
+        let armed = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let rule = Arc::new(rule);
+        let (failed2, armed2, stop2) = (failed.clone(), armed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pipe(s2, c2, u64::MAX, None));
+                let (rule, failed, armed) = (rule.clone(), failed2.clone(), armed2.clone());
+                std::thread::spawn(move || {
+                    forward_requests(client, server, &rule, &failed, &armed)
+                });
+            }
+        });
+        FaultProxy {
+            endpoint,
+            failed,
+            armed,
+            stop,
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.endpoint.trim_start_matches("http://"));
+    }
+}
+
+/// Client → server, one HTTP/1.1 request at a time (the SDK never pipelines): the head and the
+/// body are forwarded as read, unless the request matches the rule.
+fn forward_requests(
+    client: TcpStream,
+    mut server: TcpStream,
+    rule: &FaultRule,
+    failed: &AtomicU64,
+    armed: &AtomicBool,
+) {
+    let mut out = client.try_clone().unwrap();
+    let mut reader = BufReader::new(client);
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = server.shutdown(Shutdown::Both);
+                    return;
+                }
+                Ok(_) => {}
+            }
+            head.extend_from_slice(&line);
+            if line == b"\r\n" {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut first = text.split_whitespace();
+        let (method, target) = (
+            first.next().unwrap_or("").to_string(),
+            first.next().unwrap_or("").to_string(),
+        );
+        let header = |name: &str| {
+            text.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+        };
+        let length: u64 = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+        if armed.load(Ordering::SeqCst) && rule(&method, &target) {
+            failed.fetch_add(1, Ordering::SeqCst);
+            // Drain the body so that the client reads the answer rather than a reset.
+            let _ = reader
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_secs(2)));
+            if chunked {
+                let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            } else {
+                let _ = std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink());
+            }
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
+                        <Message>injected by FaultProxy</Message></Error>";
+            let resp = format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = out.write_all(resp.as_bytes());
+            let _ = out.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            return;
+        }
+        if server.write_all(&head).is_err() {
+            return;
+        }
+        let copied = if chunked {
+            copy_chunked(&mut reader, &mut server)
+        } else {
+            std::io::copy(&mut (&mut reader).take(length), &mut server).map(|_| ())
+        };
+        if copied.is_err() {
+            let _ = server.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// Copies one `Transfer-Encoding: chunked` body, through its last chunk and trailers.
+fn copy_chunked(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> std::io::Result<()> {
+    loop {
+        let mut size_line = Vec::new();
+        r.read_until(b'\n', &mut size_line)?;
+        w.write_all(&size_line)?;
+        let size_text = String::from_utf8_lossy(&size_line);
+        let size = u64::from_str_radix(size_text.trim().split(';').next().unwrap_or("0"), 16)
+            .map_err(std::io::Error::other)?;
+        if size == 0 {
+            loop {
+                let mut trailer = Vec::new();
+                r.read_until(b'\n', &mut trailer)?;
+                w.write_all(&trailer)?;
+                if trailer == b"\r\n" || trailer.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        std::io::copy(&mut (&mut *r).take(size + 2), w)?;
+    }
+}

@@ -4,6 +4,7 @@ mod aws;
 mod fixtures;
 mod index_cli;
 mod lambda_s3;
+mod reliability;
 mod runtime_api;
 mod sinks;
 mod support;
