@@ -120,9 +120,15 @@ impl<'de> Visitor<'de> for KeyName<'_> {
 
 /// Validates one line; returns the error message for a bad one.
 ///
-/// serde_json validates UTF-8 itself (strings are checked, and any other non-ASCII byte is a
-/// syntax error), so the separate UTF-8 check only runs to explain a failure.
+/// UTF-8 is checked first and separately: serde_json skips the strings of ignored values
+/// without validating them (found by fuzzing).
 pub(crate) fn check_line(line: &[u8], keys: &mut KeySet) -> Result<(), String> {
+    if let Err(e) = std::str::from_utf8(line) {
+        return Err(format!(
+            "invalid UTF-8 at byte {} of the line",
+            e.valid_up_to()
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(line);
     // Only objects have keys to note. Other values are skipped with `RawValue`, the way values
     // nested in objects are skipped: serde_json's top-level `IgnoredAny` parses numbers fully
@@ -135,10 +141,7 @@ pub(crate) fn check_line(line: &[u8], keys: &mut KeySet) -> Result<(), String> {
     };
     checked
         .and_then(|()| de.end())
-        .map_err(|e| match std::str::from_utf8(line) {
-            Err(u) => format!("invalid UTF-8 at byte {} of the line", u.valid_up_to()),
-            Ok(_) => format!("invalid JSON: {e}"),
-        })
+        .map_err(|e| format!("invalid JSON: {e}"))
 }
 
 pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
@@ -210,6 +213,14 @@ mod tests {
         let o2 = data.windows(7).position(|w| w == b"{broken").unwrap() as u64;
         let o4 = data.windows(4).position(|w| w == b"{\"z\"").unwrap() as u64;
         assert_eq!(out.offsets, vec![[0, 0], [2, o2], [4, o4]]);
+    }
+
+    #[test]
+    fn invalid_utf8_inside_an_ignored_nested_value_is_a_bad_record() {
+        // Found by fuzzing: serde_json does not check the strings of values it skips.
+        let data = b"{\"a\":{\"\xdfn\":1}}\n{\"a\":[\"\xff\"]}\n{\"a\":1}\n";
+        let out = index(&mut &data[..], &opts());
+        assert_eq!((out.records, out.errors.total), (1, 2));
     }
 
     #[test]
