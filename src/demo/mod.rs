@@ -2,7 +2,7 @@
 //!
 //! 1. An embedded, real S3-protocol server ([`server`]: `s3s` + `s3s-fs`) serves a new folder
 //!    under the system temp dir on a loopback port; requests are signed and checked.
-//! 2. Sample Braze files ([`samples`]) are uploaded with `aws-sdk-s3`, exactly as Braze writes them.
+//! 2. Sample Braze files (`samples`) are uploaded with `aws-sdk-s3`, exactly as Braze writes them.
 //! 3. Their S3 event notifications, built as S3 builds them (form-URL-encoded keys), are handed
 //!    to the real Lambda handler as one SQS batch, through the same `aws-sdk-s3` code path as in
 //!    Lambda (only the endpoint differs).

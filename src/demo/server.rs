@@ -4,7 +4,7 @@
 //! `s3s-fs` keeps each object's attributes in a file named after the base64 of its bucket and
 //! key, in one folder: keys longer than about 150 bytes exceed the 255-byte file name limit and
 //! fail with `InternalError`. Real Braze keys (Currents ones run past 200 bytes) and the
-//! fetcher's output keys under them are that long, so [`ShortKeys`] sits in front of the file
+//! fetcher's output keys under them are that long, so `ShortKeys` sits in front of the file
 //! system and stores such objects under `.long-keys/<sha-256 of the key>` instead. Clients never
 //! see it: requests and responses carry the real keys.
 
