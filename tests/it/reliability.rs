@@ -19,7 +19,7 @@ use export_fetcher::handler::{self, env_with_clients, sinks_from_config};
 use export_fetcher::pipeline::Env;
 use serde_json::{Value, json};
 
-use crate::aws::{ACCOUNT, CuttingProxy, FaultProxy, Moto, REGION, env_for, s3_client};
+use crate::aws::{CuttingProxy, FaultProxy, Moto, env_for, s3_client};
 use crate::fixtures::{self, DEFLATED, STORED, gzip, sha256_hex};
 use crate::lambda_s3::{BUCKET, get, make_bucket, manifest, put, s3_event, sqs_event_from_bodies};
 use crate::sinks::Receiver;
@@ -39,75 +39,6 @@ fn env_with_sinks(moto: &Moto, cfg: Config) -> Arc<Env> {
             .unwrap()
             .with_sinks(sinks),
     )
-}
-
-/// SNS topic → queue `sns-out`, queue `manifests`, EventBridge bus → rule → queue `eb-out`.
-struct Downstream {
-    topic: String,
-    sns_out: String,
-    manifests: String,
-    eb_out: String,
-}
-
-async fn downstream(moto: &Moto) -> Downstream {
-    let sqs = moto.sqs();
-    let mut urls = Vec::new();
-    for name in ["sns-out", "manifests", "eb-out"] {
-        let out = sqs.create_queue().queue_name(name).send().await.unwrap();
-        urls.push(out.queue_url.unwrap());
-    }
-    let topic = moto
-        .sns()
-        .create_topic()
-        .name("manifests")
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    moto.sns()
-        .subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:sns-out"))
-        .send()
-        .await
-        .unwrap();
-    let eb = moto.eventbridge();
-    eb.create_event_bus()
-        .name("exports-bus")
-        .send()
-        .await
-        .unwrap();
-    eb.put_rule()
-        .name("indexed")
-        .event_bus_name("exports-bus")
-        .event_pattern(r#"{"source":["export-fetcher"]}"#)
-        .send()
-        .await
-        .unwrap();
-    eb.put_targets()
-        .rule("indexed")
-        .event_bus_name("exports-bus")
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("q")
-                .arn(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:eb-out"))
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let eb_out = urls.pop().unwrap();
-    let manifests = urls.pop().unwrap();
-    let sns_out = urls.pop().unwrap();
-    Downstream {
-        topic,
-        sns_out,
-        manifests,
-        eb_out,
-    }
 }
 
 /// Every message in a queue (deleting them), once two receives in a row come back empty.
@@ -192,7 +123,7 @@ async fn duplicate_storm_writes_one_manifest_and_delivers_once_per_sink() {
     let key = "segment-export/storm/2024-05-01/0b6c1a6e-2f4c-4d7e-9f1a-3a5b7c9d1e2f-1714550400/114f0226319130e1a4770f2602b5639a.gz";
     let users = fixtures::users_jsonl(70, 300).bytes;
     put(&s3, BUCKET, key, gzip(&users)).await;
-    let d = downstream(&moto).await;
+    let d = crate::sinks::downstream(&moto, false).await;
     let hook = Receiver::start(vec![200]);
     let cfg = Config {
         output_bucket: Some(OUT.into()),

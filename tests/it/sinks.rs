@@ -133,14 +133,14 @@ pub fn verify_signature(secret: &str, header: &str, body: &[u8]) -> bool {
 }
 
 /// SNS topic → SQS `sns-out`, SQS `manifests`, EventBridge bus → rule → SQS `eb-out`.
-struct Downstream {
-    topic: String,
-    sns_out: String,
-    manifests: String,
-    eb_out: String,
+pub struct Downstream {
+    pub topic: String,
+    pub sns_out: String,
+    pub manifests: String,
+    pub eb_out: String,
 }
 
-async fn downstream(moto: &Moto, fifo: bool) -> Downstream {
+pub async fn downstream(moto: &Moto, fifo: bool) -> Downstream {
     let sqs = moto.sqs();
     let q = |name: &str| {
         let sqs = sqs.clone();
