@@ -27,8 +27,8 @@ use crate::config::Sse;
 
 /// Size of one multipart part; objects smaller than this are written with one PUT.
 pub const PART_SIZE: usize = 8 << 20;
-/// Parts uploaded at once per object (bounds memory to about `(PARALLEL_PARTS + 1) × PART_SIZE`).
-pub const PARALLEL_PARTS: usize = 4;
+/// Parts uploaded at once per object (bounds upload memory to about `(PARALLEL_PARTS + 2) × PART_SIZE`).
+pub const PARALLEL_PARTS: usize = 2;
 /// Chunks of a GET body buffered ahead of the decoder.
 const PREFETCH_CHUNKS: usize = 16;
 /// Attempts to resume one range after a dropped connection.
