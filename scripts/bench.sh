@@ -72,6 +72,10 @@ for size in $SIZES; do
       OUTPUT_PREFIX="run-$run-$kind/" measure "s3-invoke-${kind%%.*}-$size" "$bytes" "$B" invoke "$WORK/event.json"
       grep -q '"outcome": "done"' "$WORK/stdout" || { echo "bench: invoke did not finish the object:" >&2; cat "$WORK/stdout" >&2; exit 1; }
     done
+    # The read side alone: ranged GETs, decoding, indexing, the manifest; no parts uploaded to the
+    # local server (which shares these two cores and is the bottleneck when parts are written).
+    event "exports/users-$size.jsonl.gz"
+    WRITE_PARTS=false OUTPUT_PREFIX="noparts-$run/" measure "s3-readonly-jsonl-$size" "$bytes" "$B" invoke "$WORK/event.json"
   done
   rm -rf "$WORK/out"
 done
@@ -112,7 +116,7 @@ print("|---|---|---|---|---|---|---|")
 for k, v in rows.items():
     size = k.rsplit("-", 1)[1]
     base = {"gzip": f"gzip-dc-{size}", "zip": f"unzip-p-{size}"}.get(k.split("-")[1] if k.startswith(("index", "s3")) else "", None)
-    if k.startswith("s3-invoke"):
+    if k.startswith(("s3-invoke", "s3-readonly")):
         base = f"index-{k.split('-')[2].replace('jsonl', 'gzip')}-{size}"
     ratio = f"{med[k] / med[base]:.2f}× {base}" if base in med else ""
     if k.startswith("index-gzip") and f"pigz-dc-{size}" in med:
