@@ -176,6 +176,13 @@ fn blocks<R: BufRead>(
     } else {
         out.columns = Some(Vec::new());
     }
+    if is_recursive(&header.schema, &mut Vec::new()) {
+        // Decoding a recursive type recurses once per level of the data: a few megabytes of
+        // forged nesting overflow the stack (found by fuzzing). Braze never writes such schemas.
+        return Err(FormatError::io(
+            "recursive Avro schemas (a named type that contains itself) are not supported",
+        ));
+    }
     let datum = GenericDatumReader::builder(&header.schema)
         .build()
         .map_err(|e| FormatError::io(format!("Avro schema cannot be used: {e}")))?;
@@ -242,6 +249,24 @@ fn blocks<R: BufRead>(
     }
 }
 
+/// Whether a named type refers to itself, directly or through arrays, maps and unions. `path`
+/// holds the simple names of the records enclosing `schema`.
+fn is_recursive<'a>(schema: &'a Schema, path: &mut Vec<&'a str>) -> bool {
+    match schema {
+        Schema::Ref { name } => path.contains(&name.name()),
+        Schema::Record(record) => {
+            path.push(record.name.name());
+            let found = record.fields.iter().any(|f| is_recursive(&f.schema, path));
+            path.pop();
+            found
+        }
+        Schema::Array(array) => is_recursive(&array.items, path),
+        Schema::Map(map) => is_recursive(&map.types, path),
+        Schema::Union(union) => union.variants().iter().any(|v| is_recursive(v, path)),
+        _ => false,
+    }
+}
+
 /// Decodes the `count` records of one block from its `size` compressed bytes.
 fn read_block<R: BufRead>(
     t: &mut Tracked<R>,
@@ -288,4 +313,59 @@ fn tag(e: io::Error, block_no: u64, block_start: u64) -> io::Error {
             .map(|inner| inner.to_string())
             .unwrap_or_else(|| e.to_string())
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recursive_schemas_are_refused_before_any_record_is_decoded() {
+        // Found by fuzzing: a self-referencing record made decoding recurse until the stack
+        // overflowed. A linked list through a union is the realistic shape of it.
+        let list = Schema::parse_str(
+            r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#,
+        )
+        .unwrap();
+        assert!(is_recursive(&list, &mut Vec::new()));
+        let flat = Schema::parse_str(
+            r#"{"type":"record","name":"Send","fields":[{"name":"id","type":"string"},
+                {"name":"tags","type":["null",{"type":"array","items":"string"}]}]}"#,
+        )
+        .unwrap();
+        assert!(!is_recursive(&flat, &mut Vec::new()));
+        // A whole container with the recursive schema: a clear error, no recursion.
+        let mut w = apache_avro::Writer::new(&list, Vec::new()).unwrap();
+        w.flush().unwrap();
+        let mut bytes = w.into_inner().unwrap();
+        // One block of 1,000,000 records of deep nesting (each level: union index 1).
+        let mut block = vec![1u8; 200_000];
+        block.push(0);
+        let mut framed = Vec::new();
+        for v in [1_000_000i64, block.len() as i64] {
+            let mut z = ((v << 1) ^ (v >> 63)) as u64;
+            loop {
+                let b = (z & 0x7f) as u8;
+                z >>= 7;
+                if z == 0 {
+                    framed.push(b);
+                    break;
+                }
+                framed.push(b | 0x80);
+            }
+        }
+        framed.extend_from_slice(&block);
+        let sync = bytes[bytes.len() - SYNC_LEN..].to_vec();
+        framed.extend_from_slice(&sync);
+        bytes.extend_from_slice(&framed);
+        let out = index(
+            &mut &bytes[..],
+            &Options {
+                offset_interval: 10,
+                max_record_bytes: 32 << 20,
+            },
+        );
+        let fatal = out.fatal.expect("refused").to_string();
+        assert!(fatal.contains("recursive"), "{fatal}");
+    }
 }
