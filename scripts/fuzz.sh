@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-30}"
 jobs="${FUZZ_JOBS:-1}"
+# A fixed seed makes the CI smoke run repeatable (set FUZZ_SEED=0 for a random one).
+seed="${FUZZ_SEED:-1}"
 targets="${FUZZ_TARGETS:-key_detect trigger_parse decode_object avro_container csv_index jsonl_index}"
 # The same flags for build and run, so that `run` never rebuilds. 16 codegen units halve the
 # build time of the AWS SDK crates for a small loss of executions per second.
@@ -43,7 +45,7 @@ for t in $targets; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log="fuzz/artifacts/$t/last-run.log"
   if cargo fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" -- \
-      -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 \
+      -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -seed="$seed" \
       ${parallel[@]+"${parallel[@]}"} -print_final_stats=1 >"$log" 2>&1; then
     grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ *DONE)' "$log" \
       | tr '\n' ' ' | sed "s/^/fuzz: $t: /" >&2 || true
