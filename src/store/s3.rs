@@ -5,6 +5,11 @@
 //! runtime's `Handle`. A GET's body is pulled by a task on the runtime into a bounded channel, so
 //! network I/O overlaps with decoding; a dropped connection resumes with a ranged GET from the
 //! last byte received.
+//!
+//! Uploads are sent with an unsigned payload (`UNSIGNED-PAYLOAD`): each carries a CRC-32C
+//! checksum that S3 verifies before it stores the bytes, and the connection to S3 is TLS. A
+//! signed payload would add a SHA-256 pass over every byte written, on top of the SHA-256 the
+//! manifest already records: 15% of the CPU of a 1 GiB export (measured; see BENCHMARKS.md).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -150,7 +155,11 @@ impl S3Store {
             Condition::IfMatch(etag) => req.if_match(etag),
         };
         req = apply_sse_put(req, &self.sse);
-        req.send()
+        // Unsigned payload: the CRC-32C checksum (which S3 verifies) and TLS protect the body;
+        // a signed payload would hash every byte once more with SHA-256 (see the module docs).
+        req.customize()
+            .disable_payload_signing()
+            .send()
             .await
             .map(|_| ())
             .map_err(|e| classify(e, "PutObject", key))
@@ -463,7 +472,10 @@ impl S3Upload<'_> {
             .body(ByteStream::from(body));
         let key = self.key.clone();
         self.in_flight.push(w.handle.spawn(async move {
+            // Unsigned payload, as for `put_small` (see the module docs).
             let out = req
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|e| classify(e, "UploadPart", &key));
