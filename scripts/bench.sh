@@ -7,9 +7,10 @@
 # Generates its own inputs (scripts/gen_bench_data.py: Braze user-export JSON lines as one gzip
 # object and as an 8-member zip), then alternates, on the same machine:
 #   export-fetcher index FILE --out DIR     vs  gzip -dc, pigz -dc (gzip) / unzip -p (zip)
-#   export-fetcher invoke (S3 path)         against a local S3 server (`export-fetcher s3-server`)
+#   export-fetcher invoke (S3 path)         against local S3 servers (`export-fetcher s3-server`)
 # and reports the median wall time, throughput of decompressed bytes, CPU time and peak RSS
-# (/usr/bin/time), plus the cold start and the stripped binary size.
+# (/usr/bin/time), the CPU the S3 server used during each S3 row, plus the cold start and the
+# stripped binary size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -28,30 +29,50 @@ python3 scripts/gen_bench_data.py "$DATA" >/dev/null
 rm -rf "$WORK"; mkdir -p "$WORK"
 results="$WORK/results.txt"; : > "$results"
 
-# measure LABEL BYTES CMD...: appends "label bytes wall user sys maxrss_kb" to $results.
+# measure LABEL BYTES CMD...: appends "label bytes wall user sys maxrss_kb server_cpu_s" to
+# $results; server_cpu_s is the CPU the S3 server process $server_pid used meanwhile ("-" when
+# none is set).
+server_pid=
+tck=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 measure() {
   local label=$1 bytes=$2; shift 2
+  local before=0 server=-
+  [ -n "$server_pid" ] && before=$(cpu_ticks "$server_pid")
   if ! /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" "$@" >"$WORK/stdout" 2>"$WORK/stderr"; then
     echo "bench: $label failed:" >&2; tail -5 "$WORK/stderr" >&2; exit 1
   fi
-  echo "$label $bytes $(cat "$WORK/time")" >> "$results"
+  [ -n "$server_pid" ] && server=$(awk -v a="$before" -v b="$(cpu_ticks "$server_pid")" -v t="$tck" 'BEGIN{printf "%.2f", (b - a) / t}')
+  echo "$label $bytes $(cat "$WORK/time") $server" >> "$results"
 }
 
-# The S3 path: a local S3 server (s3s-fs) in its own process, the object uploaded through the
-# S3 API, then `export-fetcher invoke` on its notification.
+# The S3 path: local S3 servers in their own processes, the objects uploaded through the S3 API,
+# then `export-fetcher invoke` on their notifications. The servers share these two cores with
+# the fetcher (real S3 spends none of the function's CPU), so the rows that count use the lean
+# plain-file backend (`s3-server --plain`: one disk write per byte received, the same disk work
+# as `index --out`); one reference row per size uses s3s-fs, which hashes every uploaded byte
+# with MD5 twice and copies every part once more, and is bound by that.
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
-s3_root="$WORK/s3"; mkdir -p "$s3_root"
 puts=()
 for size in $SIZES; do
   puts+=(--put "bench/exports/users-$size.jsonl.gz=$DATA/users-$size.jsonl.gz")
   puts+=(--put "bench/exports/users-$size.zip=$DATA/users-$size.zip")
 done
-"$B" s3-server --root "$s3_root" "${puts[@]}" > "$WORK/s3.out" 2>"$WORK/s3.err" &
-s3_pid=$!
-trap 'kill $s3_pid 2>/dev/null || true' EXIT
-for _ in $(seq 600); do grep -q '^ready ' "$WORK/s3.out" 2>/dev/null && break; sleep 0.1; done
-grep -q '^ready ' "$WORK/s3.out" || { echo "bench: the S3 server did not start" >&2; cat "$WORK/s3.err" >&2; exit 1; }
-export AWS_ENDPOINT_URL; AWS_ENDPOINT_URL=$(awk '/^ready /{print $2}' "$WORK/s3.out")
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+# start_server NAME [FLAGS...]: prints the endpoint; its pid goes into pids[] and $NAME_pid.
+start_server() {
+  local name=$1; shift
+  rm -rf "$WORK/$name"; mkdir -p "$WORK/$name"
+  "$B" s3-server --root "$WORK/$name" "${puts[@]}" "$@" > "$WORK/$name.out" 2>"$WORK/$name.err" &
+  pids+=($!); printf -v "${name}_pid" %s "$!"
+  for _ in $(seq 600); do grep -q '^ready ' "$WORK/$name.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q '^ready ' "$WORK/$name.out" || { echo "bench: the $name S3 server did not start" >&2; cat "$WORK/$name.err" >&2; exit 1; }
+}
+start_server plain --plain
+start_server s3fs
+plain_url=$(awk '/^ready /{print $2}' "$WORK/plain.out")
+s3fs_url=$(awk '/^ready /{print $2}' "$WORK/s3fs.out")
 
 event() { # event KEY: a direct S3 notification
   printf '{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"bench"},"object":{"key":"%s"}}}]}' "$1" > "$WORK/event.json"
@@ -66,16 +87,21 @@ for size in $SIZES; do
     if command -v pigz >/dev/null; then measure "pigz-dc-$size" "$bytes" sh -c "pigz -dc '$gz' > /dev/null"; fi
     rm -rf "$WORK/out"; measure "index-zip-$size" "$bytes" "$B" index "$zip" --out "$WORK/out"
     measure "unzip-p-$size" "$bytes" sh -c "unzip -p '$zip' > /dev/null"
+    export AWS_ENDPOINT_URL=$plain_url; server_pid=$plain_pid
     for kind in jsonl.gz zip; do
       event "exports/users-$size.$kind"
       # A fresh output prefix each run: the earlier manifest would make it a duplicate.
       OUTPUT_PREFIX="run-$run-$kind/" measure "s3-invoke-${kind%%.*}-$size" "$bytes" "$B" invoke "$WORK/event.json"
       grep -q '"outcome": "done"' "$WORK/stdout" || { echo "bench: invoke did not finish the object:" >&2; cat "$WORK/stdout" >&2; exit 1; }
     done
-    # The read side alone: ranged GETs, decoding, indexing, the manifest; no parts uploaded to the
-    # local server (which shares these two cores and is the bottleneck when parts are written).
+    # The read side alone: ranged GETs, decoding, indexing, the manifest; no parts uploaded.
     event "exports/users-$size.jsonl.gz"
     WRITE_PARTS=false OUTPUT_PREFIX="noparts-$run/" measure "s3-readonly-jsonl-$size" "$bytes" "$B" invoke "$WORK/event.json"
+    # Reference: the same as s3-invoke-jsonl against s3s-fs.
+    export AWS_ENDPOINT_URL=$s3fs_url; server_pid=$s3fs_pid
+    OUTPUT_PREFIX="run-$run-jsonl/" measure "s3fs-invoke-jsonl-$size" "$bytes" "$B" invoke "$WORK/event.json"
+    grep -q '"outcome": "done"' "$WORK/stdout" || { echo "bench: invoke did not finish the object:" >&2; cat "$WORK/stdout" >&2; exit 1; }
+    server_pid=
   done
   rm -rf "$WORK/out"
 done
@@ -108,21 +134,24 @@ python3 - "$results" "$cold" "$stripped" "$RUNS" <<'PY'
 import collections, statistics, sys
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    label, bytes_, wall, user, sys_, rss = line.split()
-    rows[label].append((int(bytes_), float(wall), float(user) + float(sys_), int(rss)))
-med = {k: statistics.median(w for _, w, _, _ in v) for k, v in rows.items()}
-print(f"| command | runs | median wall (s) | throughput (MB/s) | median CPU (s) | peak RSS (MiB) | ratio |")
-print("|---|---|---|---|---|---|---|")
+    label, bytes_, wall, user, sys_, rss, server = line.split()
+    rows[label].append((int(bytes_), float(wall), float(user) + float(sys_), int(rss), server))
+med = {k: statistics.median(w for _, w, *_ in v) for k, v in rows.items()}
+print("| command | runs | median wall (s) | throughput (MB/s) | median CPU (s) | peak RSS (MiB) | server CPU (s) | ratio |")
+print("|---|---|---|---|---|---|---|---|")
 for k, v in rows.items():
     size = k.rsplit("-", 1)[1]
     base = {"gzip": f"gzip-dc-{size}", "zip": f"unzip-p-{size}"}.get(k.split("-")[1] if k.startswith(("index", "s3")) else "", None)
-    if k.startswith(("s3-invoke", "s3-readonly")):
+    if k.startswith(("s3-invoke", "s3-readonly", "s3fs-invoke")):
         base = f"index-{k.split('-')[2].replace('jsonl', 'gzip')}-{size}"
     ratio = f"{med[k] / med[base]:.2f}× {base}" if base in med else ""
     if k.startswith("index-gzip") and f"pigz-dc-{size}" in med:
         ratio += f", {med[k] / med[f'pigz-dc-{size}']:.2f}× pigz"
+    servers = [float(s) for *_, s in v if s != "-"]
+    server = f"{statistics.median(servers):.2f}" if servers else ""
     print(f"| {k} | {len(v)} | {med[k]:.2f} | {v[0][0] / med[k] / 1e6:.0f} | "
-          f"{statistics.median(c for _, _, c, _ in v):.2f} | {max(r for *_, r in v) / 1024:.1f} | {ratio} |")
+          f"{statistics.median(c for _, _, c, _, _ in v):.2f} | {max(r for _, _, _, r, _ in v) / 1024:.1f} | "
+          f"{server} | {ratio} |")
 print(f"\ncold start (process start → first Runtime API poll, median of 5): {sys.argv[2]} ms")
 print(f"stripped release binary: {int(sys.argv[3]) / 1e6:.1f} MB")
 PY

@@ -59,6 +59,10 @@ pub enum Command {
         /// Upload FILE as BUCKET/KEY first (the bucket is created); repeatable.
         #[arg(long = "put", value_name = "BUCKET/KEY=FILE")]
         puts: Vec<String>,
+        /// Serve with the lean plain-file backend instead of s3s-fs (the S3-path benchmark:
+        /// opaque ETags, no MD5, multipart objects kept as their part files; state in memory).
+        #[arg(long)]
+        plain: bool,
     },
     /// Print the IAM policy Braze documents for connecting BUCKET (for Braze's access-key method,
     /// or IAM set up by hand).
@@ -80,7 +84,8 @@ pub enum Command {
 }
 
 /// Runs `s3-server`: serves until the process is stopped; returns only on an error.
-pub async fn s3_server(root: PathBuf, puts: Vec<String>) -> i32 {
+pub async fn s3_server(root: PathBuf, puts: Vec<String>, plain: bool) -> i32 {
+    use crate::demo::server::{Backend, Server};
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
     let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "local".into());
     let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "local-secret".into());
@@ -88,7 +93,8 @@ pub async fn s3_server(root: PathBuf, puts: Vec<String>) -> i32 {
         eprintln!("export-fetcher: cannot create {}: {e}", root.display());
         return EXIT_USAGE;
     }
-    let server = match crate::demo::server::Server::start(&root, &key, &secret).await {
+    let backend = if plain { Backend::Plain } else { Backend::Fs };
+    let server = match Server::start_with(backend, &root, &key, &secret).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("export-fetcher: {e}");

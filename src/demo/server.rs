@@ -32,6 +32,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::plain::PlainStore;
+
 /// A running server; [`Server::stop`] shuts it down (dropping it stops accepting, too).
 pub struct Server {
     pub addr: SocketAddr,
@@ -39,18 +41,58 @@ pub struct Server {
     task: Option<JoinHandle<()>>,
 }
 
+/// Which S3 backend a [`Server`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `s3s-fs`: what the demo uses; full S3 metadata (MD5 ETags), everything on disk.
+    Fs,
+    /// [`PlainStore`]: the benchmark's lean server (see its module documentation).
+    Plain,
+}
+
+impl Backend {
+    /// How the demo and `s3-server` name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Fs => "s3s-fs",
+            Backend::Plain => "plain files",
+        }
+    }
+}
+
 impl Server {
-    /// Serves `root` on `127.0.0.1:<free port>`, accepting requests signed with this key pair.
+    /// Serves `root` with `s3s-fs` on `127.0.0.1:<free port>`, accepting requests signed with
+    /// this key pair.
     pub async fn start(root: &Path, access_key: &str, secret_key: &str) -> Result<Server, String> {
-        let fs = s3s_fs::FileSystem::new(root)
-            .map_err(|e| format!("cannot serve {}: {e:?}", root.display()))?;
-        let service = {
-            let mut b = S3ServiceBuilder::new(ShortKeys {
-                fs,
-                long_keys: Mutex::new(HashMap::new()),
-            });
-            b.set_auth(SimpleAuth::from_single(access_key, secret_key));
-            b.build()
+        Server::start_with(Backend::Fs, root, access_key, secret_key).await
+    }
+
+    /// Serves `root` with the given backend on `127.0.0.1:<free port>`.
+    pub async fn start_with(
+        backend: Backend,
+        root: &Path,
+        access_key: &str,
+        secret_key: &str,
+    ) -> Result<Server, String> {
+        let auth = SimpleAuth::from_single(access_key, secret_key);
+        let service = match backend {
+            Backend::Fs => {
+                let fs = s3s_fs::FileSystem::new(root)
+                    .map_err(|e| format!("cannot serve {}: {e:?}", root.display()))?;
+                let mut b = S3ServiceBuilder::new(ShortKeys {
+                    fs,
+                    long_keys: Mutex::new(HashMap::new()),
+                });
+                b.set_auth(auth);
+                b.build()
+            }
+            Backend::Plain => {
+                let store = PlainStore::new(root)
+                    .map_err(|e| format!("cannot serve {}: {e}", root.display()))?;
+                let mut b = S3ServiceBuilder::new(store);
+                b.set_auth(auth);
+                b.build()
+            }
         };
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -118,7 +160,7 @@ impl Drop for Server {
 
 /// What `s3s` expects of an `async_trait` method, spelled out (this crate does not depend on
 /// the `async-trait` macro).
-type Reply<'a, T> = Pin<Box<dyn Future<Output = S3Result<S3Response<T>>> + Send + 'a>>;
+pub(super) type Reply<'a, T> = Pin<Box<dyn Future<Output = S3Result<S3Response<T>>> + Send + 'a>>;
 
 /// `s3s-fs` with long keys stored under short names (see the module documentation). Only the
 /// operations the fetcher and the demo use are served; the others answer `NotImplemented`.
