@@ -839,7 +839,7 @@ mod tests {
             for chunk in data2.chunks(1 << 20) {
                 upload.write_all(chunk).unwrap();
             }
-            upload.finish().unwrap();
+            upload.finish().unwrap().wait().unwrap();
         })
         .await
         .unwrap();

@@ -28,8 +28,8 @@ use crate::manifest::{
 use crate::sink::{self, Sinks};
 use crate::store::s3::S3Store;
 use crate::store::{
-    Condition, ObjectInfo, ObjectSource, PartWriter, SeekableSource, StoreError, Transient,
-    is_transient,
+    Condition, ObjectInfo, ObjectSource, PartWriter, Pending, SeekableSource, StoreError,
+    Transient, is_transient,
 };
 use crate::trigger::ObjectEvent;
 use stage::ChunkReader;
@@ -104,6 +104,8 @@ struct Ctx<'a> {
     /// Some stream or archive could not be read to its end, or a limit was crossed.
     failed: bool,
     retryable: Option<String>,
+    /// Part uploads still completing in the background, by output key.
+    pending: Vec<(String, Pending)>,
 }
 
 /// Processes one object, blocking. Never panics on any input; every problem ends up in the
@@ -135,6 +137,7 @@ pub fn index_object(
         deadline,
         failed: false,
         retryable: None,
+        pending: Vec::new(),
     };
     let size = source.size();
     if let Err(limit) = decode::check_object_size(size, &cfg.limits) {
@@ -166,6 +169,7 @@ pub fn index_object(
             }
         }
     }
+    settle_uploads(&mut ctx, &mut manifest);
     if ctx.kind.is_none() {
         manifest.kind = if manifest.parts.iter().any(|p| p.format == Format::Csv) {
             Kind::Report
@@ -198,6 +202,36 @@ pub fn index_object(
     Outcome {
         manifest,
         retryable: ctx.retryable,
+    }
+}
+
+/// Waits for the part uploads still completing. A part whose upload failed loses its output and
+/// fails the object as retryable, as if its upload had failed while it was being written: no
+/// manifest claims a part that is not there.
+fn settle_uploads(ctx: &mut Ctx<'_>, manifest: &mut Manifest) {
+    for (key, pending) in std::mem::take(&mut ctx.pending) {
+        let Err(e) = pending.wait() else { continue };
+        let message = format!("writing part {key:?} failed: {e}");
+        warn!(part_key = %crate::sanitize_for_log(&key), error = %e, "part upload failed");
+        ctx.failed = true;
+        ctx.retryable.get_or_insert_with(|| message.clone());
+        let part = manifest
+            .parts
+            .iter_mut()
+            .find(|p| p.output.as_ref().is_some_and(|o| o.key == key));
+        let name = part.map(|part| {
+            part.output = None;
+            part.errors.push(crate::manifest::RecordError {
+                record: None,
+                line: None,
+                message: message.clone(),
+            });
+            part.name.clone()
+        });
+        manifest.errors.push(ObjectError {
+            message,
+            part: name,
+        });
     }
 }
 
@@ -421,7 +455,9 @@ fn process_part(
             upload.abort();
         } else {
             match upload.finish() {
-                Ok(()) => {
+                Ok(pending) => {
+                    // Settled before the manifest is made (`settle_uploads`).
+                    ctx.pending.push((key.clone(), pending));
                     output = Some(Output {
                         bucket: writer.bucket().to_string(),
                         key: key.clone(),
@@ -907,5 +943,136 @@ async fn deliver_once(
         // (duplicates over loss); the receiver deduplicates on it.
         (Ok(()), Err(e)) => fail("failed", format!("delivered, but the record failed: {e}")),
         (Err(e), _) => fail("failed", e.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline against in-memory doubles of the store traits.
+    use std::io::{self, Cursor, Read, Write};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::{PartUpload, Pending};
+
+    struct Bytes(Vec<u8>);
+
+    impl ObjectSource for Bytes {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_range(&self, start: u64, end: u64) -> io::Result<Box<dyn Read + Send + '_>> {
+            Ok(Box::new(Cursor::new(&self.0[start as usize..end as usize])))
+        }
+    }
+
+    /// Accepts every part; the completion of the parts named in `fail` fails afterwards, as a
+    /// CompleteMultipartUpload can once `finish` has returned.
+    struct LateFailures {
+        fail: Vec<&'static str>,
+        finished: Mutex<Vec<String>>,
+    }
+
+    struct Upload<'a> {
+        writer: &'a LateFailures,
+        key: String,
+    }
+
+    impl Write for Upload<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl PartUpload for Upload<'_> {
+        fn finish(self: Box<Self>) -> io::Result<Pending> {
+            self.writer.finished.lock().unwrap().push(self.key.clone());
+            if self.writer.fail.iter().any(|f| self.key.ends_with(f)) {
+                Ok(Pending::later(|| {
+                    Err(io::Error::other(Transient(
+                        "CompleteMultipartUpload: HTTP 503".into(),
+                    )))
+                }))
+            } else {
+                Ok(Pending::done())
+            }
+        }
+        fn abort(self: Box<Self>) {}
+    }
+
+    impl PartWriter for LateFailures {
+        fn bucket(&self) -> &str {
+            "out"
+        }
+        fn create(&self, key: &str) -> io::Result<Box<dyn PartUpload + '_>> {
+            Ok(Box::new(Upload {
+                writer: self,
+                key: key.to_string(),
+            }))
+        }
+        fn put(&self, _: &str, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn zip_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, body) in members {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(body).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn run(object: Vec<u8>, writer: &LateFailures) -> Outcome {
+        let meta = Source {
+            key: "segment-export/seg/2024-05-01/export.zip".into(),
+            ..Source::default()
+        };
+        index_object(&Bytes(object), meta, &Config::default(), Some(writer), None)
+    }
+
+    #[test]
+    fn a_part_upload_that_fails_after_finish_fails_the_object_as_retryable() {
+        let object = zip_of(&[
+            ("a.txt", b"{\"external_id\":\"1\"}\n"),
+            ("b.txt", b"{\"external_id\":\"2\"}\n"),
+        ]);
+        let writer = LateFailures {
+            fail: vec!["b.txt"],
+            finished: Mutex::new(Vec::new()),
+        };
+        let outcome = run(object, &writer);
+        let m = &outcome.manifest;
+        assert_eq!(m.status, Status::Failed);
+        let retryable = outcome.retryable.expect("retryable");
+        assert!(
+            retryable.contains("b.txt") && retryable.contains("503"),
+            "{retryable}"
+        );
+        // The part whose upload did complete keeps its output; the other one claims none.
+        assert!(m.parts[0].output.is_some(), "{:?}", m.parts[0]);
+        assert!(m.parts[1].output.is_none(), "{:?}", m.parts[1]);
+        assert_eq!(m.parts[1].errors.len(), 1);
+        assert_eq!(m.errors[0].part.as_deref(), Some("b.txt"));
+        // Both parts were handed over before either completion was waited for.
+        assert_eq!(writer.finished.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn completed_uploads_make_a_complete_manifest() {
+        let object = zip_of(&[("a.txt", b"{\"external_id\":\"1\"}\n")]);
+        let writer = LateFailures {
+            fail: Vec::new(),
+            finished: Mutex::new(Vec::new()),
+        };
+        let outcome = run(object, &writer);
+        assert_eq!(outcome.manifest.status, Status::Complete);
+        assert!(outcome.retryable.is_none());
+        assert!(outcome.manifest.parts[0].output.is_some());
     }
 }

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{ObjectSource, PartUpload, PartWriter};
+use super::{ObjectSource, PartUpload, PartWriter, Pending};
 use crate::manifest::sanitize_part_name;
 
 /// A local file read by ranges.
@@ -89,7 +89,7 @@ impl PartWriter for LocalDir {
     fn put(&self, key: &str, body: &[u8]) -> io::Result<()> {
         let mut upload = self.create(key)?;
         upload.write_all(body)?;
-        upload.finish()
+        upload.finish()?.wait()
     }
 }
 
@@ -112,13 +112,14 @@ impl Write for LocalUpload {
 }
 
 impl PartUpload for LocalUpload {
-    fn finish(mut self: Box<Self>) -> io::Result<()> {
+    fn finish(mut self: Box<Self>) -> io::Result<Pending> {
         let file = self.file.take().expect("finish called once");
         // Renamed into place only when complete; not fsynced: `--out` is a local working copy,
         // and forcing a gigabyte to disk would triple the time of `index`.
         let file = file.into_inner().map_err(|e| e.into_error())?;
         drop(file);
-        fs::rename(&self.tmp, &self.path)
+        fs::rename(&self.tmp, &self.path)?;
+        Ok(Pending::done())
     }
 
     fn abort(mut self: Box<Self>) {

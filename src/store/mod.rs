@@ -26,10 +26,35 @@ pub trait PartWriter: Send + Sync {
 
 /// One object being written.
 pub trait PartUpload: Write + Send {
-    /// Makes the object visible; only then is it complete.
-    fn finish(self: Box<Self>) -> io::Result<()>;
+    /// Hands over the last bytes and starts making the object visible. The object is complete
+    /// only when the returned [`Pending`] says so: an adapter may finish in the background (S3
+    /// completes a multipart upload while the pipeline goes on with the next part). Errors
+    /// already known are returned here.
+    fn finish(self: Box<Self>) -> io::Result<Pending>;
     /// Discards what was written.
     fn abort(self: Box<Self>);
+}
+
+/// The completion of an upload whose bytes were all handed over (see [`PartUpload::finish`]).
+/// Dropping it without [`Pending::wait`] does not stop the completion; it only loses its result.
+#[must_use = "the object is written only when `wait` says so"]
+pub struct Pending(Option<Box<dyn FnOnce() -> io::Result<()> + Send>>);
+
+impl Pending {
+    /// Already complete.
+    pub fn done() -> Pending {
+        Pending(None)
+    }
+
+    /// Complete when `wait` returns `Ok` (it blocks).
+    pub fn later(wait: impl FnOnce() -> io::Result<()> + Send + 'static) -> Pending {
+        Pending(Some(Box::new(wait)))
+    }
+
+    /// Blocks until the object is visible, or says why it is not.
+    pub fn wait(self) -> io::Result<()> {
+        self.0.map_or(Ok(()), |wait| wait())
+    }
 }
 
 /// A transient failure of a source or a writer (network, throttling, timeouts): the work is

@@ -27,12 +27,15 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::{Condition, ObjectInfo, ObjectSource, PartUpload, PartWriter, StoreError, Transient};
+use super::{
+    Condition, ObjectInfo, ObjectSource, PartUpload, PartWriter, Pending, StoreError, Transient,
+};
 use crate::config::Sse;
 
 /// Size of one multipart part; objects smaller than this are written with one PUT.
 pub const PART_SIZE: usize = 8 << 20;
-/// Parts uploaded at once per object (bounds upload memory to about `(PARALLEL_PARTS + 2) × PART_SIZE`).
+/// Uploads in flight at once per object, parts and single PUTs of small parts alike, across all
+/// of its parts (bounds upload memory to about `(PARALLEL_PARTS + 1) × PART_SIZE`).
 pub const PARALLEL_PARTS: usize = 2;
 /// Chunks of a GET body buffered ahead of the decoder.
 const PREFETCH_CHUNKS: usize = 16;
@@ -98,6 +101,7 @@ impl S3Store {
             handle,
             bucket: bucket.to_string(),
             sse: self.sse.clone(),
+            permits: Arc::new(Semaphore::new(PARALLEL_PARTS)),
         }
     }
 
@@ -364,12 +368,16 @@ impl Read for RangeReader<'_> {
     }
 }
 
-/// Writes parts into one bucket from a blocking thread.
+/// Writes parts into one bucket from a blocking thread. A part's upload completes in the
+/// background once its last bytes are handed over ([`PartUpload::finish`] returns a
+/// [`Pending`]), so the next part is decoded meanwhile; the uploads of all parts share
+/// `PARALLEL_PARTS` slots, which bounds the memory they hold.
 pub struct S3Writer {
     client: Client,
     handle: Handle,
     bucket: String,
     sse: Sse,
+    permits: Arc<Semaphore>,
 }
 
 impl PartWriter for S3Writer {
@@ -386,7 +394,6 @@ impl PartWriter for S3Writer {
             next_part: 1,
             in_flight: Vec::new(),
             completed: Vec::new(),
-            permits: Arc::new(Semaphore::new(PARALLEL_PARTS)),
         }))
     }
 
@@ -404,6 +411,37 @@ impl PartWriter for S3Writer {
     }
 }
 
+impl S3Writer {
+    /// One of the object's upload slots; blocks while all are taken.
+    fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        self.handle
+            .block_on(self.permits.clone().acquire_owned())
+            .map_err(|_| StoreError::Transient("upload slots closed".into()))
+    }
+}
+
+/// A background completion as the pipeline waits for it.
+fn pending(handle: Handle, task: JoinHandle<Result<(), StoreError>>) -> Pending {
+    Pending::later(move || {
+        handle
+            .block_on(task)
+            .map_err(|e| io::Error::other(Transient(format!("upload stopped: {e}"))))?
+            .map_err(StoreError::into_io)
+    })
+}
+
+/// Best effort: a multipart upload left behind is removed by the bucket's lifecycle rule.
+async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str) {
+    let req = client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id);
+    if let Err(e) = req.send().await {
+        warn!(key = %crate::sanitize_for_log(key), error = %e, "abort of multipart upload failed; a lifecycle rule cleans it up");
+    }
+}
+
 struct S3Upload<'a> {
     writer: &'a S3Writer,
     key: String,
@@ -412,7 +450,6 @@ struct S3Upload<'a> {
     next_part: i32,
     in_flight: Vec<JoinHandle<Result<CompletedPart, StoreError>>>,
     completed: Vec<CompletedPart>,
-    permits: Arc<Semaphore>,
 }
 
 impl S3Upload<'_> {
@@ -451,10 +488,7 @@ impl S3Upload<'_> {
             }
         };
         let w = self.writer;
-        let permit = w
-            .handle
-            .block_on(self.permits.clone().acquire_owned())
-            .map_err(|_| StoreError::Transient("upload slots closed".into()))?;
+        let permit = w.slot()?;
         let body = Bytes::from(std::mem::replace(
             &mut self.buf,
             Vec::with_capacity(PART_SIZE),
@@ -499,50 +533,71 @@ impl S3Upload<'_> {
         Ok(())
     }
 
-    fn finish_inner(&mut self) -> Result<(), StoreError> {
+    /// Starts the completion in the background: the single PUT of a small part, or the wait
+    /// for the last parts and CompleteMultipartUpload (which aborts the upload if it fails).
+    fn finish_inner(&mut self) -> Result<Pending, StoreError> {
         let w = self.writer;
+        let (client, bucket, key) = (w.client.clone(), w.bucket.clone(), self.key.clone());
         if self.upload_id.is_none() {
             let body = std::mem::take(&mut self.buf);
-            let store = S3Store::new(w.client.clone(), w.sse.clone());
-            return w.handle.block_on(store.put_small(
-                &w.bucket,
-                &self.key,
-                body,
-                "application/octet-stream",
-                Condition::None,
-            ));
+            let permit = w.slot()?;
+            let store = S3Store::new(client, w.sse.clone());
+            let task = w.handle.spawn(async move {
+                let result = store
+                    .put_small(
+                        &bucket,
+                        &key,
+                        body,
+                        "application/octet-stream",
+                        Condition::None,
+                    )
+                    .await;
+                drop(permit);
+                result
+            });
+            return Ok(pending(w.handle.clone(), task));
         }
         if !self.buf.is_empty() {
             self.ship_part()?;
         }
         let mut parts = std::mem::take(&mut self.completed);
-        for handle in self.in_flight.drain(..) {
-            let part = w
-                .handle
-                .block_on(handle)
-                .map_err(|e| StoreError::Transient(format!("part upload stopped: {e}")))??;
-            parts.push(part);
-        }
-        parts.sort_by_key(|p| p.part_number());
-        let upload_id = self.upload_id.clone().expect("multipart started");
-        w.handle
-            .block_on(
-                w.client
+        let in_flight = std::mem::take(&mut self.in_flight);
+        let number_of_parts = self.next_part - 1;
+        // From here on the task owns the upload: it completes it or aborts it.
+        let upload_id = self.upload_id.take().expect("multipart started");
+        let task = w.handle.spawn(async move {
+            let result = async {
+                for handle in in_flight {
+                    let part = handle
+                        .await
+                        .map_err(|e| StoreError::Transient(format!("part upload stopped: {e}")))??;
+                    parts.push(part);
+                }
+                parts.sort_by_key(|p| p.part_number());
+                client
                     .complete_multipart_upload()
-                    .bucket(&w.bucket)
-                    .key(&self.key)
+                    .bucket(&bucket)
+                    .key(&key)
                     .upload_id(&upload_id)
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))
                             .build(),
                     )
-                    .send(),
-            )
-            .map_err(|e| classify(e, "CompleteMultipartUpload", &self.key))?;
-        self.upload_id = None;
-        debug!(key = %crate::sanitize_for_log(&self.key), parts = self.next_part - 1, "multipart upload complete");
-        Ok(())
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, "CompleteMultipartUpload", &key))
+            }
+            .await;
+            match &result {
+                Ok(_) => {
+                    debug!(key = %crate::sanitize_for_log(&key), parts = number_of_parts, "multipart upload complete");
+                }
+                Err(_) => abort_upload(&client, &bucket, &key, &upload_id).await,
+            }
+            result.map(|_| ())
+        });
+        Ok(pending(w.handle.clone(), task))
     }
 
     fn abort_inner(&mut self) {
@@ -551,15 +606,8 @@ impl S3Upload<'_> {
         }
         if let Some(upload_id) = self.upload_id.take() {
             let w = self.writer;
-            let req = w
-                .client
-                .abort_multipart_upload()
-                .bucket(&w.bucket)
-                .key(&self.key)
-                .upload_id(upload_id);
-            if let Err(e) = w.handle.block_on(req.send()) {
-                warn!(key = %crate::sanitize_for_log(&self.key), error = %e, "abort of multipart upload failed; a lifecycle rule cleans it up");
-            }
+            w.handle
+                .block_on(abort_upload(&w.client, &w.bucket, &self.key, &upload_id));
         }
     }
 }
@@ -584,7 +632,7 @@ impl Write for S3Upload<'_> {
 }
 
 impl PartUpload for S3Upload<'_> {
-    fn finish(mut self: Box<Self>) -> io::Result<()> {
+    fn finish(mut self: Box<Self>) -> io::Result<Pending> {
         let result = self.finish_inner();
         if result.is_err() {
             self.abort_inner();
