@@ -73,6 +73,14 @@ start_server plain --plain
 start_server s3fs
 plain_url=$(awk '/^ready /{print $2}' "$WORK/plain.out")
 s3fs_url=$(awk '/^ready /{print $2}' "$WORK/s3fs.out")
+# Per-request latency as from a function to a remote S3: every request to the plain-file server
+# held for LATENCY_MS (scripts/latency_proxy.py), for the `s3-<N>ms-*` rows (100 MB inputs).
+LATENCY_MS=${LATENCY_MS:-20}
+python3 scripts/latency_proxy.py "${plain_url##*:}" "$LATENCY_MS" > "$WORK/proxy.out" 2>"$WORK/proxy.err" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$WORK/proxy.out" ] && break; sleep 0.1; done
+proxy_url=$(head -1 "$WORK/proxy.out")
+[ -n "$proxy_url" ] || { echo "bench: the latency proxy did not start" >&2; cat "$WORK/proxy.err" >&2; exit 1; }
 
 event() { # event KEY: a direct S3 notification
   printf '{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"bench"},"object":{"key":"%s"}}}]}' "$1" > "$WORK/event.json"
@@ -97,7 +105,16 @@ for size in $SIZES; do
     # The read side alone: ranged GETs, decoding, indexing, the manifest; no parts uploaded.
     event "exports/users-$size.jsonl.gz"
     WRITE_PARTS=false OUTPUT_PREFIX="noparts-$run/" measure "s3-readonly-jsonl-$size" "$bytes" "$B" invoke "$WORK/event.json"
+    if [ "$size" = 100m ]; then
+      export AWS_ENDPOINT_URL=$proxy_url
+      for kind in jsonl.gz zip; do
+        event "exports/users-$size.$kind"
+        OUTPUT_PREFIX="latency-$run-$kind/" measure "s3-${LATENCY_MS}ms-${kind%%.*}-$size" "$bytes" "$B" invoke "$WORK/event.json"
+        grep -q '"outcome": "done"' "$WORK/stdout" || { echo "bench: invoke did not finish the object:" >&2; cat "$WORK/stdout" >&2; exit 1; }
+      done
+    fi
     # Reference: the same as s3-invoke-jsonl against s3s-fs.
+    event "exports/users-$size.jsonl.gz"
     export AWS_ENDPOINT_URL=$s3fs_url; server_pid=$s3fs_pid
     OUTPUT_PREFIX="run-$run-jsonl/" measure "s3fs-invoke-jsonl-$size" "$bytes" "$B" invoke "$WORK/event.json"
     grep -q '"outcome": "done"' "$WORK/stdout" || { echo "bench: invoke did not finish the object:" >&2; cat "$WORK/stdout" >&2; exit 1; }
@@ -142,7 +159,7 @@ print("|---|---|---|---|---|---|---|---|")
 for k, v in rows.items():
     size = k.rsplit("-", 1)[1]
     base = {"gzip": f"gzip-dc-{size}", "zip": f"unzip-p-{size}"}.get(k.split("-")[1] if k.startswith(("index", "s3")) else "", None)
-    if k.startswith(("s3-invoke", "s3-readonly", "s3fs-invoke")):
+    if k.startswith(("s3-invoke", "s3-readonly", "s3fs-invoke")) or k.split("-")[1].endswith("ms"):
         base = f"index-{k.split('-')[2].replace('jsonl', 'gzip')}-{size}"
     ratio = f"{med[k] / med[base]:.2f}× {base}" if base in med else ""
     if k.startswith("index-gzip") and f"pigz-dc-{size}" in med:

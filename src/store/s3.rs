@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
 };
 use bytes::Bytes;
 use tokio::runtime::Handle;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OnceCell, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -390,7 +391,7 @@ impl PartWriter for S3Writer {
             writer: self,
             key: key.to_string(),
             buf: Vec::new(),
-            upload_id: None,
+            upload: None,
             next_part: 1,
             in_flight: Vec::new(),
             completed: Vec::new(),
@@ -442,18 +443,49 @@ async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str)
     }
 }
 
+/// The id of a multipart upload, created by whichever of its requests needs it first (the first
+/// part's upload, on the runtime, so the pipeline does not wait for it) and shared by the others;
+/// a failed creation is shared too, so that it is made once.
+#[derive(Clone)]
+struct UploadId {
+    cell: Arc<OnceCell<Result<String, StoreError>>>,
+    create: CreateMultipartUploadFluentBuilder,
+    key: String,
+}
+
+impl UploadId {
+    async fn get(&self) -> Result<String, StoreError> {
+        self.cell
+            .get_or_init(|| async {
+                let out = self
+                    .create
+                    .clone()
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, "CreateMultipartUpload", &self.key))?;
+                out.upload_id().map(String::from).ok_or_else(|| {
+                    StoreError::Transient("CreateMultipartUpload returned no id".into())
+                })
+            })
+            .await
+            .clone()
+    }
+}
+
 struct S3Upload<'a> {
     writer: &'a S3Writer,
     key: String,
     buf: Vec<u8>,
-    upload_id: Option<String>,
+    /// Set once the first part ships; taken by `finish` (or the abort).
+    upload: Option<UploadId>,
     next_part: i32,
     in_flight: Vec<JoinHandle<Result<CompletedPart, StoreError>>>,
     completed: Vec<CompletedPart>,
 }
 
 impl S3Upload<'_> {
-    fn start_multipart(&mut self) -> Result<String, StoreError> {
+    /// The upload's id, created in the background by the first part that needs it.
+    fn start_multipart(&self) -> UploadId {
         let w = self.writer;
         let mut req = w
             .client
@@ -468,25 +500,19 @@ impl S3Upload<'_> {
                 .server_side_encryption(ServerSideEncryption::AwsKms)
                 .set_ssekms_key_id(key_id.clone()),
         };
-        let out = w
-            .handle
-            .block_on(req.send())
-            .map_err(|e| classify(e, "CreateMultipartUpload", &self.key))?;
-        out.upload_id()
-            .map(String::from)
-            .ok_or_else(|| StoreError::Transient("CreateMultipartUpload returned no id".into()))
+        UploadId {
+            cell: Arc::new(OnceCell::new()),
+            create: req,
+            key: self.key.clone(),
+        }
     }
 
     /// Hands the buffer to a concurrent part upload; blocks while `PARALLEL_PARTS` are in flight.
     fn ship_part(&mut self) -> Result<(), StoreError> {
-        let upload_id = match &self.upload_id {
-            Some(id) => id.clone(),
-            None => {
-                let id = self.start_multipart()?;
-                self.upload_id = Some(id.clone());
-                id
-            }
-        };
+        if self.upload.is_none() {
+            self.upload = Some(self.start_multipart());
+        }
+        let upload = self.upload.clone().expect("just set");
         let w = self.writer;
         let permit = w.slot()?;
         let body = Bytes::from(std::mem::replace(
@@ -500,19 +526,22 @@ impl S3Upload<'_> {
             .upload_part()
             .bucket(&w.bucket)
             .key(&self.key)
-            .upload_id(upload_id)
             .part_number(number)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(body));
         let key = self.key.clone();
         self.in_flight.push(w.handle.spawn(async move {
-            // Unsigned payload, as for `put_small` (see the module docs).
-            let out = req
-                .customize()
-                .disable_payload_signing()
-                .send()
-                .await
-                .map_err(|e| classify(e, "UploadPart", &key));
+            let out = match upload.get().await {
+                // Unsigned payload, as for `put_small` (see the module docs).
+                Ok(upload_id) => req
+                    .upload_id(upload_id)
+                    .customize()
+                    .disable_payload_signing()
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, "UploadPart", &key)),
+                Err(e) => Err(e),
+            };
             drop(permit);
             let out = out?;
             Ok(CompletedPart::builder()
@@ -538,7 +567,7 @@ impl S3Upload<'_> {
     fn finish_inner(&mut self) -> Result<Pending, StoreError> {
         let w = self.writer;
         let (client, bucket, key) = (w.client.clone(), w.bucket.clone(), self.key.clone());
-        if self.upload_id.is_none() {
+        if self.upload.is_none() {
             let body = std::mem::take(&mut self.buf);
             let permit = w.slot()?;
             let store = S3Store::new(client, w.sse.clone());
@@ -564,7 +593,7 @@ impl S3Upload<'_> {
         let in_flight = std::mem::take(&mut self.in_flight);
         let number_of_parts = self.next_part - 1;
         // From here on the task owns the upload: it completes it or aborts it.
-        let upload_id = self.upload_id.take().expect("multipart started");
+        let upload = self.upload.take().expect("multipart started");
         let task = w.handle.spawn(async move {
             let result = async {
                 for handle in in_flight {
@@ -574,11 +603,12 @@ impl S3Upload<'_> {
                     parts.push(part);
                 }
                 parts.sort_by_key(|p| p.part_number());
+                let upload_id = upload.get().await?;
                 client
                     .complete_multipart_upload()
                     .bucket(&bucket)
                     .key(&key)
-                    .upload_id(&upload_id)
+                    .upload_id(upload_id)
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))
@@ -593,7 +623,11 @@ impl S3Upload<'_> {
                 Ok(_) => {
                     debug!(key = %crate::sanitize_for_log(&key), parts = number_of_parts, "multipart upload complete");
                 }
-                Err(_) => abort_upload(&client, &bucket, &key, &upload_id).await,
+                Err(_) => {
+                    if let Some(Ok(upload_id)) = upload.cell.get() {
+                        abort_upload(&client, &bucket, &key, upload_id).await;
+                    }
+                }
             }
             result.map(|_| ())
         });
@@ -601,11 +635,16 @@ impl S3Upload<'_> {
     }
 
     fn abort_inner(&mut self) {
+        let w = self.writer;
+        // The id first (a creation under way finishes), so that the upload can be aborted.
+        let upload_id = self
+            .upload
+            .take()
+            .and_then(|upload| w.handle.block_on(upload.get()).ok());
         for handle in self.in_flight.drain(..) {
             handle.abort();
         }
-        if let Some(upload_id) = self.upload_id.take() {
-            let w = self.writer;
+        if let Some(upload_id) = upload_id {
             w.handle
                 .block_on(abort_upload(&w.client, &w.bucket, &self.key, &upload_id));
         }
@@ -647,7 +686,7 @@ impl PartUpload for S3Upload<'_> {
 
 impl Drop for S3Upload<'_> {
     fn drop(&mut self) {
-        if self.upload_id.is_some() {
+        if self.upload.is_some() {
             self.abort_inner();
         }
     }
