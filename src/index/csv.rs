@@ -92,7 +92,7 @@ pub fn index<R: BufRead>(r: &mut R, delimiter: u8, opts: &Options) -> Indexed {
                     String::from_utf8_lossy(f).into_owned()
                 })
                 .collect();
-            if std::str::from_utf8(rec.as_slice()).is_err() {
+            if simdutf8::basic::from_utf8(rec.as_slice()).is_err() {
                 out.errors.push(
                     None,
                     Some(pos.line()),
@@ -113,7 +113,7 @@ pub fn index<R: BufRead>(r: &mut R, delimiter: u8, opts: &Options) -> Indexed {
                 "expected {expected} fields (as in the header), found {}",
                 rec.len()
             ))
-        } else if let Err(e) = std::str::from_utf8(rec.as_slice()) {
+        } else if let Err(e) = simdutf8::compat::from_utf8(rec.as_slice()) {
             Err(format!(
                 "invalid UTF-8 at byte {} of the row's fields",
                 e.valid_up_to()
