@@ -9,7 +9,7 @@
 //!   [`Outcome::retryable`], so the caller retries instead of publishing the manifest.
 
 use std::collections::HashSet;
-use std::io::{self, BufReader, Cursor, Read};
+use std::io::{self, Cursor, Read};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -273,7 +273,8 @@ fn process_stream(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut M
 
 fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Manifest) {
     let size = source.size();
-    let reader = BufReader::with_capacity(64 * 1024, SeekableSource::new(source));
+    // Buffered itself, with one stream for members that follow each other.
+    let reader = SeekableSource::new(source);
     let archive = Archive::open(reader, size, &ctx.cfg.limits);
     let (mut archive, members) = match archive.and_then(|a| {
         let m = a.members()?;
