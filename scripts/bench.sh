@@ -81,6 +81,18 @@ pids+=($!)
 for _ in $(seq 100); do [ -s "$WORK/proxy.out" ] && break; sleep 0.1; done
 proxy_url=$(head -1 "$WORK/proxy.out")
 [ -n "$proxy_url" ] || { echo "bench: the latency proxy did not start" >&2; cat "$WORK/proxy.err" >&2; exit 1; }
+# The servers have just written every input to their folders: let the kernel write those pages
+# back now rather than during the first rows.
+sync
+
+# invoke_row LABEL OUTPUT_PREFIX [VAR=VALUE...]: `invoke` on $WORK/event.json, measured; the
+# object must come out done. A fresh output prefix each run: an earlier manifest would make it a
+# duplicate.
+invoke_row() {
+  local label=$1 prefix=$2; shift 2
+  measure "$label" "$bytes" env OUTPUT_PREFIX="$prefix" "$@" "$B" invoke "$WORK/event.json"
+  grep -q '"outcome": "done"' "$WORK/stdout" || { echo "bench: invoke did not finish the object:" >&2; cat "$WORK/stdout" >&2; exit 1; }
+}
 
 event() { # event KEY: a direct S3 notification
   printf '{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"bench"},"object":{"key":"%s"}}}]}' "$1" > "$WORK/event.json"
@@ -98,26 +110,22 @@ for size in $SIZES; do
     export AWS_ENDPOINT_URL=$plain_url; server_pid=$plain_pid
     for kind in jsonl.gz zip; do
       event "exports/users-$size.$kind"
-      # A fresh output prefix each run: the earlier manifest would make it a duplicate.
-      OUTPUT_PREFIX="run-$run-$kind/" measure "s3-invoke-${kind%%.*}-$size" "$bytes" "$B" invoke "$WORK/event.json"
-      grep -q '"outcome": "done"' "$WORK/stdout" || { echo "bench: invoke did not finish the object:" >&2; cat "$WORK/stdout" >&2; exit 1; }
+      invoke_row "s3-invoke-${kind%%.*}-$size" "run-$run-$kind/"
     done
     # The read side alone: ranged GETs, decoding, indexing, the manifest; no parts uploaded.
     event "exports/users-$size.jsonl.gz"
-    WRITE_PARTS=false OUTPUT_PREFIX="noparts-$run/" measure "s3-readonly-jsonl-$size" "$bytes" "$B" invoke "$WORK/event.json"
+    invoke_row "s3-readonly-jsonl-$size" "noparts-$run/" WRITE_PARTS=false
     if [ "$size" = 100m ]; then
       export AWS_ENDPOINT_URL=$proxy_url
       for kind in jsonl.gz zip; do
         event "exports/users-$size.$kind"
-        OUTPUT_PREFIX="latency-$run-$kind/" measure "s3-${LATENCY_MS}ms-${kind%%.*}-$size" "$bytes" "$B" invoke "$WORK/event.json"
-        grep -q '"outcome": "done"' "$WORK/stdout" || { echo "bench: invoke did not finish the object:" >&2; cat "$WORK/stdout" >&2; exit 1; }
+        invoke_row "s3-${LATENCY_MS}ms-${kind%%.*}-$size" "latency-$run-$kind/"
       done
     fi
     # Reference: the same as s3-invoke-jsonl against s3s-fs.
     event "exports/users-$size.jsonl.gz"
     export AWS_ENDPOINT_URL=$s3fs_url; server_pid=$s3fs_pid
-    OUTPUT_PREFIX="run-$run-jsonl/" measure "s3fs-invoke-jsonl-$size" "$bytes" "$B" invoke "$WORK/event.json"
-    grep -q '"outcome": "done"' "$WORK/stdout" || { echo "bench: invoke did not finish the object:" >&2; cat "$WORK/stdout" >&2; exit 1; }
+    invoke_row "s3fs-invoke-jsonl-$size" "run-$run-jsonl/"
     server_pid=
   done
   rm -rf "$WORK/out"
