@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use export_fetcher::config::{Config, Limits};
 use export_fetcher::index::{Indexed, Options};
 use export_fetcher::manifest::{Format, Manifest, Status};
-use export_fetcher::store::{ObjectSource, PartUpload, PartWriter};
+use export_fetcher::store::{ObjectSource, PartUpload, PartWriter, Pending};
 use sha2::{Digest, Sha256};
 
 /// An object held in memory, read by ranges like S3.
@@ -57,7 +57,7 @@ impl PartUpload for MemUpload<'_> {
             self.key
         );
         done.insert(self.key, self.buf);
-        Ok(())
+        Ok(Pending::done())
     }
     fn abort(self: Box<Self>) {}
 }
