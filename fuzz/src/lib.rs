@@ -49,7 +49,7 @@ impl Write for MemUpload<'_> {
 }
 
 impl PartUpload for MemUpload<'_> {
-    fn finish(self: Box<Self>) -> io::Result<()> {
+    fn finish(self: Box<Self>) -> io::Result<Pending> {
         let mut done = self.writer.finished.lock().unwrap();
         assert!(
             !done.contains_key(&self.key),
