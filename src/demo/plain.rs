@@ -144,7 +144,7 @@ impl PlainStore {
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut crc = 0u32;
         let mut len = 0u64;
-        let result: S3Result<()> = async {
+        let result: S3Result<String> = async {
             while let Some(chunk) = body.next().await {
                 let chunk =
                     chunk.map_err(|e| s3_error!(IncompleteBody, "reading the body: {e}"))?;
@@ -169,15 +169,12 @@ impl PlainStore {
                     BadDigest,
                     "the CRC-32C you specified ({sent}) did not match the body ({actual})"
                 )),
-                _ => Ok(()),
+                _ => Ok(actual),
             }
         }
         .await;
         match result {
-            Ok(()) => {
-                let actual = BASE64.encode(crc.to_be_bytes());
-                Ok((Piece { path, len }, crc, actual))
-            }
+            Ok(actual) => Ok((Piece { path, len }, crc, actual)),
             Err(e) => {
                 drop(out);
                 let _ = std::fs::remove_file(&path);

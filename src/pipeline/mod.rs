@@ -950,22 +950,12 @@ async fn deliver_once(
 #[cfg(test)]
 mod tests {
     //! The pipeline against in-memory doubles of the store traits.
-    use std::io::{self, Cursor, Read, Write};
+    use std::io::{self, Cursor, Write};
     use std::sync::Mutex;
 
     use super::*;
+    use crate::store::conformance::MemSource;
     use crate::store::{PartUpload, Pending};
-
-    struct Bytes(Vec<u8>);
-
-    impl ObjectSource for Bytes {
-        fn size(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read_range(&self, start: u64, end: u64) -> io::Result<Box<dyn Read + Send + '_>> {
-            Ok(Box::new(Cursor::new(&self.0[start as usize..end as usize])))
-        }
-    }
 
     /// Accepts every part; the completion of the parts named in `fail` fails afterwards, as a
     /// CompleteMultipartUpload can once `finish` has returned.
@@ -1034,7 +1024,13 @@ mod tests {
             key: "segment-export/seg/2024-05-01/export.zip".into(),
             ..Source::default()
         };
-        index_object(&Bytes(object), meta, &Config::default(), Some(writer), None)
+        index_object(
+            &MemSource::new(object),
+            meta,
+            &Config::default(),
+            Some(writer),
+            None,
+        )
     }
 
     #[test]

@@ -134,8 +134,10 @@ pub struct SeekableSource<'a> {
     source: &'a dyn ObjectSource,
     /// The position reads continue from.
     pos: u64,
-    /// The bytes last read from the stream; the first is at `window_start`.
-    window: Vec<u8>,
+    /// The bytes last read from the stream are `window[..window_len]`; the first is at
+    /// `window_start`. Allocated once, at its full size.
+    window: Box<[u8]>,
+    window_len: usize,
     window_start: u64,
     stream: Option<Box<dyn Read + Send + 'a>>,
     /// The position of the next byte the stream yields.
@@ -152,7 +154,8 @@ impl<'a> SeekableSource<'a> {
         SeekableSource {
             source,
             pos: 0,
-            window: Vec::new(),
+            window: vec![0u8; WINDOW].into_boxed_slice(),
+            window_len: 0,
             window_start: 0,
             stream: None,
             stream_pos: 0,
@@ -170,16 +173,15 @@ impl<'a> SeekableSource<'a> {
             self.stream_pos = self.pos;
         }
         let stream = self.stream.as_mut().expect("opened above");
-        self.window.resize(WINDOW, 0);
         let n = match stream.read(&mut self.window) {
             Ok(n) => n,
             Err(e) => {
-                self.window.clear();
+                self.window_len = 0;
                 self.stream = None;
                 return Err(e);
             }
         };
-        self.window.truncate(n);
+        self.window_len = n;
         self.window_start = self.stream_pos;
         if n == 0 {
             self.stream = None;
@@ -201,12 +203,11 @@ impl Read for SeekableSource<'_> {
         }
         // Until the window holds `pos`: each fill moves the window forward from the stream's
         // position, which is at or before `pos`.
-        while !(self.window_start..self.window_start + self.window.len() as u64).contains(&self.pos)
-        {
+        while !(self.window_start..self.window_start + self.window_len as u64).contains(&self.pos) {
             self.fill(size)?;
         }
         let from = (self.pos - self.window_start) as usize;
-        let n = buf.len().min(self.window.len() - from);
+        let n = buf.len().min(self.window_len - from);
         buf[..n].copy_from_slice(&self.window[from..from + n]);
         self.pos += n as u64;
         Ok(n)
@@ -235,8 +236,35 @@ impl Seek for SeekableSource<'_> {
 
 #[cfg(test)]
 pub(crate) mod conformance {
-    //! One test every `ObjectSource` implementation passes.
+    //! One test every `ObjectSource` implementation passes, and an in-memory source for tests.
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// Bytes in memory, read by ranges; records every range opened.
+    pub struct MemSource {
+        pub bytes: Vec<u8>,
+        pub opened: Mutex<Vec<(u64, u64)>>,
+    }
+
+    impl MemSource {
+        pub fn new(bytes: Vec<u8>) -> Self {
+            MemSource {
+                bytes,
+                opened: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl ObjectSource for MemSource {
+        fn size(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn read_range(&self, start: u64, end: u64) -> io::Result<Box<dyn Read + Send + '_>> {
+            self.opened.lock().unwrap().push((start, end));
+            Ok(Box::new(&self.bytes[start as usize..end as usize]))
+        }
+    }
 
     pub fn object_source(source: &dyn ObjectSource, content: &[u8]) {
         assert_eq!(source.size(), content.len() as u64);
@@ -269,31 +297,11 @@ pub(crate) mod conformance {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
+    use super::conformance::MemSource;
     use super::*;
 
-    /// Bytes in memory that record every range opened.
-    struct Counted {
-        bytes: Vec<u8>,
-        opened: Mutex<Vec<(u64, u64)>>,
-    }
-
-    impl ObjectSource for Counted {
-        fn size(&self) -> u64 {
-            self.bytes.len() as u64
-        }
-        fn read_range(&self, start: u64, end: u64) -> io::Result<Box<dyn Read + Send + '_>> {
-            self.opened.lock().unwrap().push((start, end));
-            Ok(Box::new(&self.bytes[start as usize..end as usize]))
-        }
-    }
-
-    fn counted(n: usize) -> Counted {
-        Counted {
-            bytes: (0..n).map(|i| (i * 7 % 251) as u8).collect(),
-            opened: Mutex::new(Vec::new()),
-        }
+    fn counted(n: usize) -> MemSource {
+        MemSource::new((0..n).map(|i| (i * 7 % 251) as u8).collect())
     }
 
     fn read_at(s: &mut SeekableSource<'_>, at: u64, n: usize) -> Vec<u8> {

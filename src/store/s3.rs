@@ -494,37 +494,37 @@ struct S3Upload<'a> {
     completed: Vec<CompletedPart>,
 }
 
-impl S3Upload<'_> {
-    /// The upload's id, created in the background by the first part that needs it.
-    fn start_multipart(&self) -> UploadId {
-        let w = self.writer;
-        let mut req = w
-            .client
-            .create_multipart_upload()
-            .bucket(&w.bucket)
-            .key(&self.key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C);
-        req = match &w.sse {
-            Sse::None => req,
-            Sse::Aes256 => req.server_side_encryption(ServerSideEncryption::Aes256),
-            Sse::Kms { key_id } => req
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key_id.clone()),
-        };
-        UploadId {
-            cell: Arc::new(OnceCell::new()),
-            create: req,
-            key: self.key.clone(),
-        }
+/// The id of a new multipart upload of `key`, created in the background by the first part that
+/// needs it.
+fn start_multipart(w: &S3Writer, key: &str) -> UploadId {
+    let mut req = w
+        .client
+        .create_multipart_upload()
+        .bucket(&w.bucket)
+        .key(key)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C);
+    req = match &w.sse {
+        Sse::None => req,
+        Sse::Aes256 => req.server_side_encryption(ServerSideEncryption::Aes256),
+        Sse::Kms { key_id } => req
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .set_ssekms_key_id(key_id.clone()),
+    };
+    UploadId {
+        cell: Arc::new(OnceCell::new()),
+        create: req,
+        key: key.to_string(),
     }
+}
 
+impl S3Upload<'_> {
     /// Hands the buffer to a concurrent part upload; blocks while `PARALLEL_PARTS` are in flight.
     fn ship_part(&mut self) -> Result<(), StoreError> {
-        if self.upload.is_none() {
-            self.upload = Some(self.start_multipart());
-        }
-        let upload = self.upload.clone().expect("just set");
         let w = self.writer;
+        let upload = self
+            .upload
+            .get_or_insert_with(|| start_multipart(w, &self.key))
+            .clone();
         let permit = w.slot()?;
         let body = Bytes::from(std::mem::replace(&mut self.buf, w.buffer(PART_SIZE)));
         let returned = (body.clone(), w.buffers.clone());
