@@ -127,9 +127,7 @@ fn benches(c: &mut Criterion) {
                 let mut r = decode::open_stream(
                     codec,
                     Box::new(&data[..]),
-                    data.len() as u64,
-                    &Limits::default(),
-                    &Budget::default(),
+                    &Budget::new(data.len() as u64, &Limits::default()),
                 )
                 .unwrap();
                 let mut buf = vec![0u8; 512 * 1024];

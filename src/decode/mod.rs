@@ -38,45 +38,103 @@ pub fn limit_of(err: &io::Error) -> Option<&LimitExceeded> {
     err.get_ref()?.downcast_ref::<LimitExceeded>()
 }
 
-/// Expanded bytes of one object, shared by the readers of its parts.
-#[derive(Debug, Clone, Default)]
+/// The expansion budget of one object, shared by the readers of all its parts (zip members,
+/// Avro blocks): the object's decompressed bytes together may not exceed `MAX_EXPANDED_BYTES`,
+/// nor `MAX_EXPANSION_RATIO` times the object's size (or [`RATIO_FLOOR_BYTES`], whichever is
+/// larger: one floor per object, so 10,000 small members cannot each expand to the floor).
+#[derive(Debug, Clone)]
 pub struct Budget {
     expanded: Arc<AtomicU64>,
+    expanded_cap: u64,
+    ratio_cap: u64,
+    ratio: u64,
 }
 
-impl Budget {
-    pub fn expanded(&self) -> u64 {
-        self.expanded.load(Ordering::Relaxed)
+impl Default for Budget {
+    /// No limit at all (tests and tools that bound the work otherwise).
+    fn default() -> Self {
+        Budget {
+            expanded: Arc::default(),
+            expanded_cap: u64::MAX,
+            ratio_cap: u64::MAX,
+            ratio: u64::MAX,
+        }
     }
 }
 
-/// A reader that stops with [`LimitExceeded`] before handing out the byte that crosses
-/// `MAX_EXPANDED_BYTES` (for the object) or `MAX_EXPANSION_RATIO` (for this stream).
+impl Budget {
+    /// The budget of an object of `object_size` bytes.
+    pub fn new(object_size: u64, limits: &Limits) -> Self {
+        Budget {
+            expanded: Arc::default(),
+            expanded_cap: limits.max_expanded_bytes,
+            ratio_cap: object_size
+                .saturating_mul(limits.max_expansion_ratio)
+                .max(RATIO_FLOOR_BYTES),
+            ratio: limits.max_expansion_ratio,
+        }
+    }
+
+    /// Decompressed bytes charged so far.
+    pub fn expanded(&self) -> u64 {
+        self.expanded.load(Ordering::Relaxed)
+    }
+
+    /// The most decompressed bytes the object may produce.
+    pub fn cap(&self) -> u64 {
+        self.expanded_cap.min(self.ratio_cap)
+    }
+
+    /// Checks, before anything is decoded, that `declared` decompressed bytes (what an archive's
+    /// directory announces) fit in the budget.
+    pub fn check_declared(&self, declared: u64) -> Result<(), LimitExceeded> {
+        self.over(declared, "the archive declares")
+    }
+
+    /// Charges `n` decompressed bytes; `Err` (and nothing to hand out) once the budget is
+    /// crossed. Call it before handing the bytes on.
+    pub fn charge(&self, n: u64) -> io::Result<()> {
+        let total = self
+            .expanded
+            .fetch_add(n, Ordering::Relaxed)
+            .saturating_add(n);
+        self.over(total, "the object expands to")
+            .map_err(LimitExceeded::into_io)
+    }
+
+    fn over(&self, total: u64, what: &str) -> Result<(), LimitExceeded> {
+        if total > self.ratio_cap && self.ratio_cap < self.expanded_cap {
+            return Err(LimitExceeded {
+                variable: "MAX_EXPANSION_RATIO",
+                limit: self.ratio,
+                what: format!(
+                    "{what} more than {} bytes, over {}x the object's size",
+                    self.ratio_cap, self.ratio
+                ),
+            });
+        }
+        if total > self.expanded_cap {
+            return Err(LimitExceeded {
+                variable: "MAX_EXPANDED_BYTES",
+                limit: self.expanded_cap,
+                what: format!("{what} more than {} bytes", self.expanded_cap),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A reader that charges every byte it produces to the object's [`Budget`] and stops with
+/// [`LimitExceeded`] before handing out the bytes that cross it.
 pub struct Capped<R> {
     inner: R,
-    produced: u64,
-    ratio_cap: u64,
-    expanded_cap: u64,
-    ratio: u64,
     budget: Budget,
 }
 
 impl<R: Read> Capped<R> {
-    /// `compressed` is the stream's compressed size (the object size for gzip/zstd, the member's
-    /// compressed size in a zip); `None` when the stream is not compressed.
-    pub fn new(inner: R, compressed: Option<u64>, limits: &Limits, budget: &Budget) -> Self {
-        let ratio_cap = match compressed {
-            Some(c) => c
-                .saturating_mul(limits.max_expansion_ratio)
-                .max(RATIO_FLOOR_BYTES),
-            None => u64::MAX,
-        };
+    pub fn new(inner: R, budget: &Budget) -> Self {
         Capped {
             inner,
-            produced: 0,
-            ratio_cap,
-            expanded_cap: limits.max_expanded_bytes,
-            ratio: limits.max_expansion_ratio,
             budget: budget.clone(),
         }
     }
@@ -85,31 +143,7 @@ impl<R: Read> Capped<R> {
 impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let produced = self.produced + n as u64;
-        if produced > self.ratio_cap {
-            return Err(LimitExceeded {
-                variable: "MAX_EXPANSION_RATIO",
-                limit: self.ratio,
-                what: format!(
-                    "the stream expands to more than {} bytes, over {}x its compressed size",
-                    self.ratio_cap, self.ratio
-                ),
-            }
-            .into_io());
-        }
-        let total = self.budget.expanded.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        if total > self.expanded_cap {
-            return Err(LimitExceeded {
-                variable: "MAX_EXPANDED_BYTES",
-                limit: self.expanded_cap,
-                what: format!(
-                    "the object expands to more than {} bytes",
-                    self.expanded_cap
-                ),
-            }
-            .into_io());
-        }
-        self.produced = produced;
+        self.budget.charge(n as u64)?;
         Ok(n)
     }
 }
@@ -127,20 +161,16 @@ pub fn check_object_size(size: u64, limits: &Limits) -> Result<(), LimitExceeded
 }
 
 /// Opens the decompressed stream of a single-stream object (gzip, possibly multi-member; zstd,
-/// possibly multi-frame; or none), capped.
+/// possibly multi-frame; or none), capped by the object's budget.
 pub fn open_stream<'a>(
     compression: Compression,
     raw: Box<dyn Read + Send + 'a>,
-    object_size: u64,
-    limits: &Limits,
     budget: &Budget,
 ) -> io::Result<Box<dyn Read + Send + 'a>> {
     let raw = BufReader::with_capacity(READ_BUFFER, raw);
     Ok(match compression {
         Compression::Gzip => Box::new(Capped::new(
             flate2::bufread::MultiGzDecoder::new(raw),
-            Some(object_size),
-            limits,
             budget,
         )),
         Compression::Zstd => {
@@ -148,9 +178,9 @@ pub fn open_stream<'a>(
             // Frames may ask for a window of up to 2^31; 2^27 (128 MiB) is what zstd's CLI
             // accepts by default and bounds the decoder's memory.
             decoder.window_log_max(27)?;
-            Box::new(Capped::new(decoder, Some(object_size), limits, budget))
+            Box::new(Capped::new(decoder, budget))
         }
-        Compression::None => Box::new(Capped::new(raw, None, limits, budget)),
+        Compression::None => Box::new(Capped::new(raw, budget)),
         Compression::Zip => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -272,6 +302,17 @@ mod tests {
         e.finish().unwrap()
     }
 
+    fn expand(gz: &[u8], budget: &Budget) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        open_stream(
+            Compression::Gzip,
+            Box::new(io::Cursor::new(gz.to_vec())),
+            budget,
+        )?
+        .read_to_end(&mut out)?;
+        Ok(out)
+    }
+
     #[test]
     fn capped_stops_before_handing_out_the_crossing_bytes() {
         let data = vec![b'a'; 3 << 20];
@@ -281,15 +322,8 @@ mod tests {
             max_expansion_ratio: 1 << 30,
             ..Limits::default()
         };
-        let budget = Budget::default();
-        let mut r = open_stream(
-            Compression::Gzip,
-            Box::new(io::Cursor::new(gz.clone())),
-            gz.len() as u64,
-            &limits,
-            &budget,
-        )
-        .unwrap();
+        let budget = Budget::new(gz.len() as u64, &limits);
+        let mut r = open_stream(Compression::Gzip, Box::new(io::Cursor::new(gz)), &budget).unwrap();
         let mut got = 0u64;
         let mut buf = [0u8; 8192];
         let err = loop {
@@ -311,29 +345,28 @@ mod tests {
         };
         // 512 KiB of zeros: huge ratio, but under the 1 MiB floor.
         let small = gzip(&vec![0u8; 512 << 10]);
-        let mut out = Vec::new();
-        open_stream(
-            Compression::Gzip,
-            Box::new(io::Cursor::new(small.clone())),
-            small.len() as u64,
-            &limits,
-            &Budget::default(),
-        )
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
+        let out = expand(&small, &Budget::new(small.len() as u64, &limits)).unwrap();
         assert_eq!(out.len(), 512 << 10);
         let big = gzip(&vec![0u8; 8 << 20]);
-        let err = open_stream(
-            Compression::Gzip,
-            Box::new(io::Cursor::new(big.clone())),
-            big.len() as u64,
-            &limits,
-            &Budget::default(),
-        )
-        .unwrap()
-        .read_to_end(&mut Vec::new())
-        .unwrap_err();
+        let err = expand(&big, &Budget::new(big.len() as u64, &limits)).unwrap_err();
         assert_eq!(limit_of(&err).unwrap().variable, "MAX_EXPANSION_RATIO");
+    }
+
+    #[test]
+    fn expansion_ratio_bounds_the_whole_object_not_each_stream() {
+        // Many small streams, each under the floor, share one object budget: together they
+        // cross it (10,000 small zip members cannot each expand to the floor).
+        let limits = Limits {
+            max_expansion_ratio: 10,
+            ..Limits::default()
+        };
+        let member = gzip(&vec![0u8; 256 << 10]);
+        let budget = Budget::new(8 * member.len() as u64, &limits);
+        let results: Vec<bool> = (0..8).map(|_| expand(&member, &budget).is_ok()).collect();
+        assert_eq!(results[..4], [true; 4], "{results:?}");
+        let err = expand(&member, &budget).unwrap_err();
+        assert_eq!(limit_of(&err).unwrap().variable, "MAX_EXPANSION_RATIO");
+        assert!(budget.check_declared(2 << 20).is_err());
+        assert!(budget.check_declared(1 << 20).is_ok());
     }
 }

@@ -1,11 +1,25 @@
-//! Zip archives, read through their central directory: members are opened one at a time and
-//! streamed, each capped and checked (CRC-32 by the zip crate, declared size here).
+//! Zip archives, read through their central directory by this module itself: every entry of the
+//! directory, in order, is a member (two entries with one name are two members), and the
+//! archive's structure is checked before any member is trusted:
+//!
+//! - the end-of-central-directory record's entry count must be the number of entries found;
+//! - data prepended to the archive (self-extracting style) is detected from where the central
+//!   directory really is, and every offset is corrected by it, as `unzip` does;
+//! - member data ranges must not overlap each other or the central directory (the
+//!   overlapping-file zip bomb), and the declared sizes together must fit the object's budget;
+//! - each member's local header must agree with its central entry (name, method, and, unless a
+//!   data descriptor follows, CRC-32 and sizes);
+//! - an entry whose name ends in `/` must hold no data;
+//! - each member's decompressed bytes must have the CRC-32 and size its entry declares.
+//!
+//! Any disagreement is an [`ArchiveError`] naming it: the pipeline never reports such an archive
+//! as `complete`. Member names are made unique in directory order: the second entry named
+//! `a.txt` is `a.txt~2`, the third `a.txt~3` (skipping names already taken).
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::collections::HashSet;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 use thiserror::Error;
-use zip::ZipArchive;
-use zip::result::ZipError;
 
 use super::{Budget, Capped, LimitExceeded};
 use crate::config::Limits;
@@ -17,6 +31,8 @@ pub enum ArchiveError {
     Limit(#[from] LimitExceeded),
     #[error("not a readable zip archive: {0}")]
     NotAnArchive(String),
+    #[error("the zip archive is inconsistent: {0}")]
+    Inconsistent(String),
     #[error(
         "zip member {0:?} is encrypted; encrypted archives are not supported (export without a password)"
     )]
@@ -31,9 +47,12 @@ pub enum ArchiveError {
 /// What the central directory says about one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberInfo {
+    /// Position in the central directory.
     pub index: usize,
-    /// The name as stored in the archive (decoded as UTF-8 or CP437 by the zip crate).
+    /// The member's name, unique within the archive (see the module docs).
     pub name: String,
+    /// The name as the archive stores it, decoded (UTF-8, or CP437 without the UTF-8 flag).
+    pub stored_name: String,
     pub compressed_size: u64,
     pub size: u64,
     pub is_dir: bool,
@@ -41,18 +60,81 @@ pub struct MemberInfo {
     pub encrypted: bool,
 }
 
-pub struct Archive<R> {
-    inner: ZipArchive<R>,
+/// One central-directory entry, with what is needed to read and check its data.
+#[derive(Debug, Clone)]
+struct Entry {
+    info: MemberInfo,
+    raw_name: Vec<u8>,
+    flags: u16,
+    method: u16,
+    crc32: u32,
+    /// Offset of the local header, corrected for prepended data.
+    local_offset: u64,
+    /// Where the next entry's local header (or the central directory) starts: the member's data
+    /// must end at or before it.
+    limit: u64,
 }
 
-const EOCD_SIG: &[u8] = b"PK\x05\x06";
-const EOCD_LEN: u64 = 22;
-const ZIP64_LOCATOR_SIG: &[u8] = b"PK\x06\x07";
-const ZIP64_EOCD_SIG: &[u8] = b"PK\x06\x06";
+pub struct Archive<R> {
+    reader: R,
+    size: u64,
+    entries: Vec<Entry>,
+}
 
-/// Reads the entry count the end-of-central-directory record declares, without reading the
-/// central directory itself, so that a hostile count is refused before anything is allocated.
-fn declared_entries<R: Read + Seek>(reader: &mut R, size: u64) -> Result<u64, ArchiveError> {
+const EOCD_SIG: u32 = 0x0605_4b50;
+const EOCD_LEN: u64 = 22;
+const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
+const ZIP64_LOCATOR_LEN: u64 = 20;
+const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
+const ZIP64_EOCD_LEN: u64 = 56;
+const CENTRAL_SIG: u32 = 0x0201_4b50;
+const CENTRAL_LEN: usize = 46;
+const LOCAL_SIG: u32 = 0x0403_4b50;
+const LOCAL_LEN: u64 = 30;
+/// Longest member name accepted (S3 keys are at most 1,024 bytes; no export comes near this).
+pub const MAX_NAME_BYTES: usize = 4096;
+
+const FLAG_ENCRYPTED: u16 = 0x0001;
+const FLAG_DESCRIPTOR: u16 = 0x0008;
+const FLAG_UTF8: u16 = 0x0800;
+
+const METHOD_STORED: u16 = 0;
+const METHOD_DEFLATED: u16 = 8;
+const METHOD_ZSTD: u16 = 93;
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn read_at<R: Read + Seek>(reader: &mut R, at: u64, buf: &mut [u8]) -> Result<(), ArchiveError> {
+    reader.seek(SeekFrom::Start(at)).map_err(ArchiveError::Io)?;
+    reader.read_exact(buf).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            ArchiveError::NotAnArchive(format!("a header at offset {at} is cut short"))
+        } else {
+            ArchiveError::Io(e)
+        }
+    })
+}
+
+/// Where the central directory is and how many entries it declares.
+struct Directory {
+    entries: u64,
+    /// Where the directory really starts.
+    start: u64,
+    size: u64,
+    /// Bytes before the archive proper (prepended data): added to every stored offset.
+    shift: u64,
+}
+
+/// Finds and checks the end-of-central-directory record (and its zip64 form).
+fn find_directory<R: Read + Seek>(reader: &mut R, size: u64) -> Result<Directory, ArchiveError> {
     if size < EOCD_LEN {
         return Err(ArchiveError::NotAnArchive(format!(
             "{size} bytes is too short for a zip archive"
@@ -61,166 +143,553 @@ fn declared_entries<R: Read + Seek>(reader: &mut R, size: u64) -> Result<u64, Ar
     let tail_len = size.min(EOCD_LEN + u16::MAX as u64);
     let tail_start = size - tail_len;
     let mut tail = vec![0u8; tail_len as usize];
-    reader
-        .seek(SeekFrom::Start(tail_start))
-        .map_err(ArchiveError::Io)?;
-    reader.read_exact(&mut tail).map_err(ArchiveError::Io)?;
-    let pos = (0..=tail.len() - EOCD_LEN as usize)
+    read_at(reader, tail_start, &mut tail)?;
+    // The last record whose comment ends exactly at the end of the file; failing that, the last
+    // signature (some writers pad after the comment).
+    let candidates = (0..=tail.len() - EOCD_LEN as usize)
         .rev()
-        .find(|&i| &tail[i..i + 4] == EOCD_SIG)
-        .ok_or_else(|| {
-            ArchiveError::NotAnArchive("no end-of-central-directory record".to_string())
-        })?;
+        .filter(|&i| u32_at(&tail, i) == EOCD_SIG);
+    let mut first = None;
+    let mut exact = None;
+    for i in candidates {
+        first.get_or_insert(i);
+        if i + EOCD_LEN as usize + u16_at(&tail, i + 20) as usize == tail.len() {
+            exact = Some(i);
+            break;
+        }
+    }
+    let pos = exact.or(first).ok_or_else(|| {
+        ArchiveError::NotAnArchive("no end-of-central-directory record".to_string())
+    })?;
     let eocd = &tail[pos..];
-    let entries16 = u16::from_le_bytes([eocd[10], eocd[11]]);
-    let cd_offset32 = u32::from_le_bytes([eocd[16], eocd[17], eocd[18], eocd[19]]);
-    if entries16 != u16::MAX && cd_offset32 != u32::MAX {
-        return Ok(entries16 as u64);
+    let eocd_at = tail_start + pos as u64;
+    let (disk, cd_disk) = (u16_at(eocd, 4), u16_at(eocd, 6));
+    let (on_disk, total) = (u16_at(eocd, 8), u16_at(eocd, 10));
+    let (cd_size32, cd_offset32) = (u32_at(eocd, 12), u32_at(eocd, 16));
+    let zip64 = total == u16::MAX || cd_size32 == u32::MAX || cd_offset32 == u32::MAX;
+    let (entries, cd_size, cd_offset, records_at) = if zip64 && eocd_at >= ZIP64_LOCATOR_LEN {
+        let mut locator = [0u8; ZIP64_LOCATOR_LEN as usize];
+        read_at(reader, eocd_at - ZIP64_LOCATOR_LEN, &mut locator)?;
+        if u32_at(&locator, 0) != ZIP64_LOCATOR_SIG {
+            return Err(ArchiveError::Inconsistent(
+                "the end-of-central-directory record says zip64, but there is no zip64 locator"
+                    .to_string(),
+            ));
+        }
+        // The zip64 record sits just before the locator (its stored offset may be shifted by
+        // prepended data, so it is found from the locator's position).
+        let z64_at = (eocd_at - ZIP64_LOCATOR_LEN)
+            .checked_sub(ZIP64_EOCD_LEN)
+            .ok_or_else(|| {
+                ArchiveError::Inconsistent(
+                    "the zip64 record does not fit before its locator".into(),
+                )
+            })?;
+        let mut z64 = [0u8; ZIP64_EOCD_LEN as usize];
+        read_at(reader, z64_at, &mut z64)?;
+        if u32_at(&z64, 0) != ZIP64_EOCD_SIG {
+            return Err(ArchiveError::Inconsistent(
+                "the zip64 end-of-central-directory record is missing".to_string(),
+            ));
+        }
+        let on_disk64 = u64_at(&z64, 24);
+        let total64 = u64_at(&z64, 32);
+        if on_disk64 != total64 {
+            return Err(ArchiveError::NotAnArchive(
+                "multi-disk (split) archives are not supported".to_string(),
+            ));
+        }
+        (total64, u64_at(&z64, 40), u64_at(&z64, 48), z64_at)
+    } else {
+        if disk != 0 || cd_disk != 0 || on_disk != total {
+            return Err(ArchiveError::NotAnArchive(
+                "multi-disk (split) archives are not supported".to_string(),
+            ));
+        }
+        (total as u64, cd_size32 as u64, cd_offset32 as u64, eocd_at)
+    };
+    // The directory ends where the end records begin; anything before the stored offset is
+    // prepended data.
+    let start = records_at.checked_sub(cd_size).ok_or_else(|| {
+        ArchiveError::Inconsistent(format!(
+            "the central directory ({cd_size} bytes) does not fit before its end record"
+        ))
+    })?;
+    let shift = start.checked_sub(cd_offset).ok_or_else(|| {
+        ArchiveError::Inconsistent(format!(
+            "the central directory is declared at offset {cd_offset}, past where it is ({start})"
+        ))
+    })?;
+    if entries.saturating_mul(CENTRAL_LEN as u64) > cd_size {
+        return Err(ArchiveError::Inconsistent(format!(
+            "the end-of-central-directory record declares {entries} entries, more than a \
+             central directory of {cd_size} bytes can hold"
+        )));
     }
-    // Zip64: the locator sits just before the EOCD record and points at the zip64 EOCD.
-    let abs_eocd = tail_start + pos as u64;
-    if abs_eocd < 20 {
-        return Ok(entries16 as u64);
-    }
-    let mut locator = [0u8; 20];
-    reader
-        .seek(SeekFrom::Start(abs_eocd - 20))
-        .map_err(ArchiveError::Io)?;
-    reader.read_exact(&mut locator).map_err(ArchiveError::Io)?;
-    if &locator[..4] != ZIP64_LOCATOR_SIG {
-        return Ok(entries16 as u64);
-    }
-    let z64_offset = u64::from_le_bytes(locator[8..16].try_into().expect("8 bytes"));
-    if z64_offset.saturating_add(56) > size {
-        return Err(ArchiveError::NotAnArchive(
-            "zip64 end-of-central-directory record points outside the file".to_string(),
-        ));
-    }
-    let mut z64 = [0u8; 56];
-    reader
-        .seek(SeekFrom::Start(z64_offset))
-        .map_err(ArchiveError::Io)?;
-    reader.read_exact(&mut z64).map_err(ArchiveError::Io)?;
-    if &z64[..4] != ZIP64_EOCD_SIG {
-        return Err(ArchiveError::NotAnArchive(
-            "zip64 end-of-central-directory record is missing".to_string(),
-        ));
-    }
-    Ok(u64::from_le_bytes(z64[32..40].try_into().expect("8 bytes")))
+    Ok(Directory {
+        entries,
+        start,
+        size: cd_size,
+        shift,
+    })
 }
 
-fn zip_error(err: ZipError) -> ArchiveError {
-    match err {
-        ZipError::Io(e) => ArchiveError::Io(e),
-        other => ArchiveError::NotAnArchive(other.to_string()),
+/// The body of the extra field `id`, if the entry has one.
+fn extra_field(extra: &[u8], id: u16) -> Option<&[u8]> {
+    let mut at = 0usize;
+    while at + 4 <= extra.len() {
+        let len = u16_at(extra, at + 2) as usize;
+        let body = extra.get(at + 4..at + 4 + len)?;
+        if u16_at(extra, at) == id {
+            return Some(body);
+        }
+        at += 4 + len;
+    }
+    None
+}
+
+/// Replaces the central entry's values that are 0xFFFFFFFF by those of its zip64 extra field
+/// (0x0001), which holds just those, in this order.
+fn zip64_extra(
+    extra: &[u8],
+    size: &mut u64,
+    compressed: &mut u64,
+    offset: &mut u64,
+) -> Result<(), String> {
+    let Some(body) = extra_field(extra, 0x0001) else {
+        return Ok(());
+    };
+    let mut fields = body.chunks_exact(8).map(|c| u64_at(c, 0));
+    for v in [size, compressed, offset] {
+        if *v == u32::MAX as u64 {
+            *v = fields
+                .next()
+                .ok_or("the zip64 extra field lacks a size or offset")?;
+        }
+    }
+    Ok(())
+}
+
+/// The Info-ZIP Unicode Path extra field (0x7075), when its CRC matches the stored name.
+fn unicode_path(extra: &[u8], raw_name: &[u8]) -> Option<String> {
+    let body = extra_field(extra, 0x7075)?;
+    if body.len() <= 5 || body[0] != 1 || u32_at(body, 1) != crc32fast::hash(raw_name) {
+        return None;
+    }
+    std::str::from_utf8(&body[5..]).ok().map(str::to_string)
+}
+
+/// Code page 437, the zip format's default name encoding, for bytes 0x80..=0xFF.
+const CP437_HIGH: &str = "ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u{a0}";
+
+fn decode_name(raw: &[u8], flags: u16, extra: &[u8]) -> String {
+    if flags & FLAG_UTF8 != 0 || raw.is_ascii() {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    if let Some(name) = unicode_path(extra, raw) {
+        return name;
+    }
+    let high: Vec<char> = CP437_HIGH.chars().collect();
+    raw.iter()
+        .map(|&b| {
+            if b < 0x80 {
+                b as char
+            } else {
+                high[(b - 0x80) as usize]
+            }
+        })
+        .collect()
+}
+
+/// Reads and checks the whole central directory.
+fn read_directory<R: Read + Seek>(
+    reader: &mut R,
+    dir: &Directory,
+    limits: &Limits,
+) -> Result<Vec<Entry>, ArchiveError> {
+    reader
+        .seek(SeekFrom::Start(dir.start))
+        .map_err(ArchiveError::Io)?;
+    let mut cd = BufReader::with_capacity(64 * 1024, reader.by_ref().take(dir.size));
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut left = dir.size;
+    let mut header = [0u8; CENTRAL_LEN];
+    while left >= 4 {
+        if left < CENTRAL_LEN as u64 {
+            break;
+        }
+        cd.read_exact(&mut header).map_err(ArchiveError::Io)?;
+        if u32_at(&header, 0) != CENTRAL_SIG {
+            // A digital signature record (or trailing bytes) may end the directory.
+            break;
+        }
+        if entries.len() as u64 >= limits.max_archive_entries {
+            return Err(LimitExceeded {
+                variable: "MAX_ARCHIVE_ENTRIES",
+                limit: limits.max_archive_entries,
+                what: format!(
+                    "the central directory holds more than {} entries",
+                    limits.max_archive_entries
+                ),
+            }
+            .into());
+        }
+        let name_len = u16_at(&header, 28) as usize;
+        let extra_len = u16_at(&header, 30) as usize;
+        let comment_len = u16_at(&header, 32) as usize;
+        let variable = (name_len + extra_len + comment_len) as u64;
+        left = left
+            .checked_sub(CENTRAL_LEN as u64 + variable)
+            .ok_or_else(|| {
+                ArchiveError::Inconsistent(format!(
+                    "central directory entry {} runs past the end of the directory",
+                    entries.len()
+                ))
+            })?;
+        if name_len > MAX_NAME_BYTES {
+            return Err(ArchiveError::Inconsistent(format!(
+                "central directory entry {} has a name of {name_len} bytes (at most \
+                 {MAX_NAME_BYTES} are accepted)",
+                entries.len()
+            )));
+        }
+        let mut raw_name = vec![0u8; name_len];
+        cd.read_exact(&mut raw_name).map_err(ArchiveError::Io)?;
+        let mut extra = vec![0u8; extra_len];
+        cd.read_exact(&mut extra).map_err(ArchiveError::Io)?;
+        io::copy(&mut (&mut cd).take(comment_len as u64), &mut io::sink())
+            .map_err(ArchiveError::Io)?;
+        let flags = u16_at(&header, 8);
+        let method = u16_at(&header, 10);
+        let crc32 = u32_at(&header, 16);
+        let mut compressed = u32_at(&header, 20) as u64;
+        let mut size = u32_at(&header, 24) as u64;
+        let mut offset = u32_at(&header, 42) as u64;
+        let index = entries.len();
+        zip64_extra(&extra, &mut size, &mut compressed, &mut offset).map_err(|m| {
+            ArchiveError::Inconsistent(format!("central directory entry {index}: {m}"))
+        })?;
+        let local_offset = offset.checked_add(dir.shift).ok_or_else(|| {
+            ArchiveError::Inconsistent(format!("entry {index} has an impossible offset"))
+        })?;
+        let name = decode_name(&raw_name, flags, &extra);
+        let external = u32_at(&header, 38);
+        let made_on_unix = u16_at(&header, 4) >> 8 == 3;
+        let is_dir = name.ends_with('/');
+        entries.push(Entry {
+            info: MemberInfo {
+                index,
+                name: name.clone(),
+                stored_name: name,
+                compressed_size: compressed,
+                size,
+                is_dir,
+                is_symlink: made_on_unix && (external >> 16) & 0o170000 == 0o120000,
+                encrypted: flags & FLAG_ENCRYPTED != 0,
+            },
+            raw_name,
+            flags,
+            method,
+            crc32,
+            local_offset,
+            limit: 0,
+        });
+    }
+    if entries.len() as u64 != dir.entries {
+        return Err(ArchiveError::Inconsistent(format!(
+            "the end-of-central-directory record declares {} entries, the central directory \
+             holds {}",
+            dir.entries,
+            entries.len()
+        )));
+    }
+    Ok(entries)
+}
+
+/// Checks that no two entries' data overlap, nor any entry the central directory, and sets
+/// each entry's `limit`.
+fn check_ranges(entries: &mut [Entry], dir: &Directory) -> Result<(), ArchiveError> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| entries[i].local_offset);
+    for (k, &i) in order.iter().enumerate() {
+        let e = &entries[i];
+        // The smallest the entry can be: its local header, its name, its data.
+        let min_end = e
+            .local_offset
+            .saturating_add(LOCAL_LEN + e.raw_name.len() as u64)
+            .saturating_add(e.info.compressed_size);
+        let (limit, next) = match order.get(k + 1) {
+            Some(&j) => (entries[j].local_offset, Some(j)),
+            None => (dir.start, None),
+        };
+        if min_end > limit {
+            return Err(ArchiveError::Inconsistent(match next {
+                Some(j) => format!(
+                    "the data of entries {:?} and {:?} overlap",
+                    e.info.stored_name, entries[j].info.stored_name
+                ),
+                None => format!(
+                    "the data of entry {:?} runs into the central directory",
+                    e.info.stored_name
+                ),
+            }));
+        }
+        entries[i].limit = limit;
+    }
+    Ok(())
+}
+
+/// Gives every entry a name no other entry has: `a.txt`, `a.txt~2`, `a.txt~3`…
+fn unique_names(entries: &mut [Entry]) {
+    let mut taken: HashSet<String> = entries.iter().map(|e| e.info.name.clone()).collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    for e in entries.iter_mut() {
+        if seen.insert(e.info.name.clone()) {
+            continue;
+        }
+        let mut n = 2u64;
+        let name = loop {
+            let candidate = format!("{}~{n}", e.info.stored_name);
+            if !taken.contains(&candidate) {
+                break candidate;
+            }
+            n += 1;
+        };
+        taken.insert(name.clone());
+        seen.insert(name.clone());
+        e.info.name = name;
     }
 }
 
 impl<R: Read + Seek + Send> Archive<R> {
-    /// Reads the central directory, after checking the declared entry count against
-    /// `MAX_ARCHIVE_ENTRIES`.
-    pub fn open(mut reader: R, size: u64, limits: &Limits) -> Result<Self, ArchiveError> {
-        let entries = declared_entries(&mut reader, size)?;
-        if entries > limits.max_archive_entries {
+    /// Reads and checks the central directory. The declared entry count is checked against
+    /// `MAX_ARCHIVE_ENTRIES` and the declared sizes against the object's `budget` before any
+    /// member data is read.
+    pub fn open(
+        mut reader: R,
+        size: u64,
+        limits: &Limits,
+        budget: &Budget,
+    ) -> Result<Self, ArchiveError> {
+        let dir = find_directory(&mut reader, size)?;
+        if dir.entries > limits.max_archive_entries {
             return Err(LimitExceeded {
                 variable: "MAX_ARCHIVE_ENTRIES",
                 limit: limits.max_archive_entries,
-                what: format!("the archive declares {entries} entries"),
+                what: format!("the archive declares {} entries", dir.entries),
             }
             .into());
         }
-        reader.seek(SeekFrom::Start(0)).map_err(ArchiveError::Io)?;
-        let inner = ZipArchive::new(reader).map_err(zip_error)?;
-        if inner.len() as u64 > limits.max_archive_entries {
-            return Err(LimitExceeded {
-                variable: "MAX_ARCHIVE_ENTRIES",
-                limit: limits.max_archive_entries,
-                what: format!("the archive holds {} entries", inner.len()),
+        let mut entries = read_directory(&mut reader, &dir, limits)?;
+        for e in &entries {
+            if e.info.is_dir && (e.info.size > 0 || e.info.compressed_size > 2) {
+                return Err(ArchiveError::Inconsistent(format!(
+                    "entry {:?} is named as a directory but holds {} bytes",
+                    e.info.stored_name, e.info.size
+                )));
             }
-            .into());
         }
-        Ok(Archive { inner })
+        check_ranges(&mut entries, &dir)?;
+        let declared = entries
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.info.size));
+        budget.check_declared(declared)?;
+        unique_names(&mut entries);
+        Ok(Archive {
+            reader,
+            size,
+            entries,
+        })
     }
 
     /// The entries of the central directory, in archive order.
-    pub fn members(&self) -> Result<Vec<MemberInfo>, ArchiveError> {
-        (0..self.inner.len())
-            .map(|index| {
-                let entry = self.inner.by_index_data(index).map_err(zip_error)?;
-                Ok(MemberInfo {
-                    index,
-                    name: match entry.name() {
-                        Ok(name) => name.into_owned(),
-                        Err(_) => String::from_utf8_lossy(entry.name_raw()).into_owned(),
-                    },
-                    compressed_size: entry.compressed_size(),
-                    size: entry.size(),
-                    is_dir: entry.is_dir(),
-                    is_symlink: entry.is_symlink(),
-                    encrypted: entry.encrypted(),
-                })
-            })
-            .collect()
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.entries.iter().map(|e| e.info.clone()).collect()
     }
 
-    /// Opens one member as a capped stream of its decompressed bytes. At its end the stream
-    /// checks the CRC-32 (zip crate) and the size the central directory declares.
+    /// Opens one member as a stream of its decompressed bytes, charged to the object's budget.
+    /// Its local header is checked against its central entry first; at its end the stream
+    /// checks the CRC-32 and the size the central directory declares.
     pub fn open_member<'a>(
         &'a mut self,
         member: &MemberInfo,
-        limits: &Limits,
         budget: &Budget,
     ) -> Result<Box<dyn Read + Send + 'a>, ArchiveError> {
-        if member.encrypted {
-            return Err(ArchiveError::Encrypted(member.name.clone()));
-        }
-        let file = self.inner.by_index(member.index).map_err(|e| match e {
-            ZipError::Io(e) => ArchiveError::Io(e),
-            other => ArchiveError::Member {
+        let entry = self
+            .entries
+            .get(member.index)
+            .filter(|e| e.info == *member)
+            .ok_or_else(|| ArchiveError::Member {
                 name: member.name.clone(),
-                message: other.to_string(),
-            },
-        })?;
-        let checked = SizeChecked {
-            inner: file,
-            declared: member.size,
-            seen: 0,
+                message: "no such entry in this archive".to_string(),
+            })?
+            .clone();
+        let name = &entry.info.name;
+        let bad = |message: String| ArchiveError::Member {
+            name: name.clone(),
+            message,
         };
-        Ok(Box::new(Capped::new(
-            checked,
-            Some(member.compressed_size),
-            limits,
-            budget,
-        )))
+        if entry.info.encrypted {
+            return Err(ArchiveError::Encrypted(name.clone()));
+        }
+        let mut local = [0u8; LOCAL_LEN as usize];
+        read_at(&mut self.reader, entry.local_offset, &mut local)?;
+        if u32_at(&local, 0) != LOCAL_SIG {
+            return Err(bad(format!(
+                "no local header at offset {} where the central directory points",
+                entry.local_offset
+            )));
+        }
+        let local_name_len = u16_at(&local, 26) as usize;
+        let local_extra_len = u16_at(&local, 28) as usize;
+        let mut variable = vec![0u8; local_name_len + local_extra_len];
+        read_at(
+            &mut self.reader,
+            entry.local_offset + LOCAL_LEN,
+            &mut variable,
+        )?;
+        let (local_name, local_extra) = variable.split_at(local_name_len);
+        let mut mismatch = Vec::new();
+        if local_name != entry.raw_name.as_slice() {
+            mismatch.push("name".to_string());
+        }
+        let local_method = u16_at(&local, 8);
+        if local_method != entry.method {
+            mismatch.push(format!("method ({local_method} vs {})", entry.method));
+        }
+        if u16_at(&local, 6) & FLAG_ENCRYPTED != 0 {
+            return Err(ArchiveError::Encrypted(name.clone()));
+        }
+        let local_crc = u32_at(&local, 14);
+        let mut local_compressed = u32_at(&local, 18) as u64;
+        let mut local_size = u32_at(&local, 22) as u64;
+        // The zip64 extra of a local header holds both sizes whenever it is present.
+        if (local_size == u32::MAX as u64 || local_compressed == u32::MAX as u64)
+            && let Some(body) = extra_field(local_extra, 0x0001).filter(|b| b.len() >= 16)
+        {
+            local_size = u64_at(body, 0);
+            local_compressed = u64_at(body, 8);
+        }
+        // With a data descriptor the local values may be zero; when they are set they must
+        // agree all the same.
+        let descriptor = entry.flags & FLAG_DESCRIPTOR != 0;
+        let agrees = |local: u64, central: u64| local == central || (descriptor && local == 0);
+        if !agrees(local_crc as u64, entry.crc32 as u64) {
+            mismatch.push("CRC-32".to_string());
+        }
+        if !agrees(local_compressed, entry.info.compressed_size) {
+            mismatch.push(format!(
+                "compressed size ({local_compressed} vs {})",
+                entry.info.compressed_size
+            ));
+        }
+        if !agrees(local_size, entry.info.size) {
+            mismatch.push(format!("size ({local_size} vs {})", entry.info.size));
+        }
+        if !mismatch.is_empty() {
+            return Err(bad(format!(
+                "its local header disagrees with its central directory entry: {}",
+                mismatch.join(", ")
+            )));
+        }
+        let data_start = entry.local_offset + LOCAL_LEN + variable.len() as u64;
+        let data_end = data_start.saturating_add(entry.info.compressed_size);
+        if data_end > entry.limit || data_end > self.size {
+            return Err(ArchiveError::Inconsistent(format!(
+                "the data of entry {:?} runs past the next entry or the central directory",
+                entry.info.stored_name
+            )));
+        }
+        self.reader
+            .seek(SeekFrom::Start(data_start))
+            .map_err(ArchiveError::Io)?;
+        let raw = (&mut self.reader).take(entry.info.compressed_size);
+        let decoded: Box<dyn Read + Send + 'a> = match entry.method {
+            METHOD_STORED => {
+                if entry.info.compressed_size != entry.info.size {
+                    return Err(bad(format!(
+                        "it is stored, but its sizes differ ({} compressed, {} stored)",
+                        entry.info.compressed_size, entry.info.size
+                    )));
+                }
+                Box::new(raw)
+            }
+            METHOD_DEFLATED => Box::new(flate2::read::DeflateDecoder::new(raw)),
+            METHOD_ZSTD => {
+                let mut decoder =
+                    zstd::stream::read::Decoder::new(raw).map_err(ArchiveError::Io)?;
+                decoder.window_log_max(27).map_err(ArchiveError::Io)?;
+                Box::new(decoder)
+            }
+            other => {
+                return Err(bad(format!(
+                    "compression method {other} is not supported (stored, deflate and zstd are)"
+                )));
+            }
+        };
+        let checked = Checked {
+            inner: decoded,
+            declared_size: entry.info.size,
+            declared_crc: entry.crc32,
+            hasher: crc32fast::Hasher::new(),
+            seen: 0,
+            verified: false,
+        };
+        Ok(Box::new(Capped::new(checked, budget)))
     }
 }
 
-/// Fails at the end of a member whose data does not have the size its directory entry declares.
-struct SizeChecked<R> {
+/// Fails at the end of a member whose data does not have the size and CRC-32 its directory
+/// entry declares (and as soon as it has more bytes than declared).
+struct Checked<R> {
     inner: R,
-    declared: u64,
+    declared_size: u64,
+    declared_crc: u32,
+    hasher: crc32fast::Hasher,
     seen: u64,
+    /// The end was reached and checked.
+    verified: bool,
 }
 
-impl<R: Read> Read for SizeChecked<R> {
+impl<R: Read> Read for Checked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.verified {
+            return Ok(0);
+        }
         let n = self.inner.read(buf)?;
         self.seen += n as u64;
-        if (n == 0 && !buf.is_empty() && self.seen != self.declared) || self.seen > self.declared {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "member data is not what the archive says: the central directory declares {} bytes, the data has {}{}",
-                    self.declared,
-                    if self.seen > self.declared {
-                        "more than "
-                    } else {
-                        ""
-                    },
-                    self.seen
-                ),
-            ));
+        if self.seen > self.declared_size || (n == 0 && !buf.is_empty()) {
+            if self.seen != self.declared_size {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "member data is not what the archive says: the central directory \
+                         declares {} bytes, the data has {}{}",
+                        self.declared_size,
+                        if self.seen > self.declared_size {
+                            "more than "
+                        } else {
+                            ""
+                        },
+                        self.seen
+                    ),
+                ));
+            }
+            let crc = std::mem::take(&mut self.hasher).finalize();
+            if crc != self.declared_crc {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "member data fails its CRC-32 check (the archive says {:08x}, the data \
+                         has {crc:08x}): the data is corrupt",
+                        self.declared_crc
+                    ),
+                ));
+            }
+            self.verified = true;
+            return Ok(0);
         }
+        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 }

@@ -132,7 +132,7 @@ pub fn index_object(
         key: &key,
         kind: key_kind.map(|(k, _)| k),
         writer: if cfg.write_parts { writer } else { None },
-        budget: Budget::default(),
+        budget: Budget::new(source.size(), &cfg.limits),
         used_keys: HashSet::new(),
         deadline,
         failed: false,
@@ -250,15 +250,9 @@ fn process_stream(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut M
         Compression::Zstd => "zstd stream",
         _ => "object",
     };
-    let opened = source.read_range(0, size).and_then(|raw| {
-        decode::open_stream(
-            manifest.compression,
-            raw,
-            size,
-            &ctx.cfg.limits,
-            &ctx.budget,
-        )
-    });
+    let opened = source
+        .read_range(0, size)
+        .and_then(|raw| decode::open_stream(manifest.compression, raw, &ctx.budget));
     match opened {
         Ok(mut stream) => {
             let (part, fatal) = process_part(ctx, &name, size, &mut stream);
@@ -275,12 +269,11 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
     let size = source.size();
     // Buffered itself, with one stream for members that follow each other.
     let reader = SeekableSource::new(source);
-    let archive = Archive::open(reader, size, &ctx.cfg.limits);
-    let (mut archive, members) = match archive.and_then(|a| {
-        let m = a.members()?;
-        Ok((a, m))
-    }) {
-        Ok(x) => x,
+    let (mut archive, members) = match Archive::open(reader, size, &ctx.cfg.limits, &ctx.budget) {
+        Ok(archive) => {
+            let members = archive.members();
+            (archive, members)
+        }
         Err(e) => {
             let message = archive_error_message(ctx, e);
             manifest.errors.push(ObjectError {
@@ -292,7 +285,7 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
     };
     for member in members.iter().filter(|m| !m.is_dir) {
         let container = format!("zip member {:?}", member.name);
-        match archive.open_member(member, &ctx.cfg.limits, &ctx.budget) {
+        match archive.open_member(member, &ctx.budget) {
             Ok(mut stream) => {
                 let (part, fatal) =
                     process_part(ctx, &member.name, member.compressed_size, &mut stream);
