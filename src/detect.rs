@@ -31,6 +31,26 @@ pub fn codec_from_magic(head: &[u8]) -> Compression {
     }
 }
 
+/// How many trailing bytes [`ends_like_zip`] looks at: an end-of-central-directory record
+/// without a comment.
+pub const ZIP_END_LEN: usize = 22;
+
+/// Whether an object that does not start like a known codec is a zip archive with data
+/// prepended to it (a self-extracting archive, or a stub concatenated in front): its last
+/// [`ZIP_END_LEN`] bytes are an end-of-central-directory record without a comment whose
+/// directory fits before it.
+pub fn ends_like_zip(tail: &[u8], size: u64) -> bool {
+    let Some(record) = tail.len().checked_sub(ZIP_END_LEN).map(|at| &tail[at..]) else {
+        return false;
+    };
+    let le32 = |at: usize| {
+        u32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]]) as u64
+    };
+    record.starts_with(ZIP_EMPTY_MAGIC)
+        && record[20..22] == [0, 0]
+        && le32(12) + ZIP_END_LEN as u64 <= size
+}
+
 /// The Braze kind a key names, with the metadata the key carries. `None` when the key matches
 /// no documented Braze layout (the caller then decides between `report` and `unknown` from the
 /// content).

@@ -19,7 +19,9 @@ use tracing::{info, warn};
 use crate::config::{Config, KeyFilter};
 use crate::decode::zip::{Archive, ArchiveError};
 use crate::decode::{self, Budget, limit_of};
-use crate::detect::{MAGIC_LEN, codec_from_magic, kind_from_key, single_part_name};
+use crate::detect::{
+    MAGIC_LEN, ZIP_END_LEN, codec_from_magic, ends_like_zip, kind_from_key, single_part_name,
+};
 use crate::index::{self, FormatError, Indexed, Options, SNIFF_LEN};
 use crate::manifest::{
     Braze, Compression, Format, Kind, MANIFEST_VERSION, Manifest, ObjectError, Output, Part,
@@ -161,7 +163,31 @@ pub fn index_object(
             }
             Ok(head) => {
                 manifest.compression = codec_from_magic(&head);
-                if manifest.compression == Compression::Zip {
+                if manifest.compression == Compression::None
+                    && !head.starts_with(crate::detect::AVRO_MAGIC)
+                    && size >= ZIP_END_LEN as u64
+                {
+                    // A zip with data prepended (self-extracting style) is still a zip.
+                    match read_tail(source) {
+                        Ok(tail) if ends_like_zip(&tail, size) => {
+                            manifest.compression = Compression::Zip
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let message = format!("the object cannot be read: {e}");
+                            if is_transient(&e) {
+                                ctx.retryable = Some(message.clone());
+                            }
+                            ctx.failed = true;
+                            manifest.errors.push(ObjectError {
+                                message,
+                                part: None,
+                            });
+                        }
+                    }
+                }
+                if ctx.failed {
+                } else if manifest.compression == Compression::Zip {
                     process_zip(&mut ctx, source, &mut manifest);
                 } else {
                     process_stream(&mut ctx, source, &mut manifest);
@@ -233,6 +259,15 @@ fn settle_uploads(ctx: &mut Ctx<'_>, manifest: &mut Manifest) {
             part: name,
         });
     }
+}
+
+fn read_tail(source: &dyn ObjectSource) -> io::Result<Vec<u8>> {
+    let size = source.size();
+    let mut tail = Vec::with_capacity(ZIP_END_LEN);
+    source
+        .read_range(size - ZIP_END_LEN as u64, size)?
+        .read_to_end(&mut tail)?;
+    Ok(tail)
 }
 
 fn read_head(source: &dyn ObjectSource) -> io::Result<Vec<u8>> {

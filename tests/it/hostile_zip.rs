@@ -1,0 +1,352 @@
+//! Hostile and inconsistent zip archives, made byte by byte: each is either read correctly or
+//! `failed` with a message naming the inconsistency, never `complete` with fewer records than
+//! the archive holds, never `binary`.
+
+use std::io::Write;
+
+use crate::fixtures::*;
+use crate::support::*;
+
+const KEY: &str = "segment-export/abc56c0c-rd4a-pb0a-870pdf4db07q/2019-04-25/d9696570-dfb7-45ae-baa2-25e302r2da27-1556044807/114f0226319130e1a4770f2602b5639a.zip";
+
+/// One member as written, with knobs to make its headers lie.
+#[derive(Clone)]
+struct Member {
+    name: Vec<u8>,
+    /// The bytes as stored (deflated when `method` is 8).
+    stored: Vec<u8>,
+    method: u16,
+    crc: u32,
+    size: u32,
+    local_name: Option<Vec<u8>>,
+    local_method: Option<u16>,
+    local_crc: Option<u32>,
+    local_size: Option<u32>,
+    /// Point the central entry at another member's local header (by index).
+    same_offset_as: Option<usize>,
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn member(name: &str, data: &[u8], deflated: bool) -> Member {
+    Member {
+        name: name.as_bytes().to_vec(),
+        stored: if deflated {
+            deflate(data)
+        } else {
+            data.to_vec()
+        },
+        method: if deflated { 8 } else { 0 },
+        crc: crc32fast::hash(data),
+        size: data.len() as u32,
+        local_name: None,
+        local_method: None,
+        local_crc: None,
+        local_size: None,
+        same_offset_as: None,
+    }
+}
+
+struct Layout {
+    /// Bytes before the archive proper.
+    prepend: Vec<u8>,
+    /// Whether stored offsets count the prepended bytes (`zip -A`) or not (a plain `cat`).
+    offsets_include_prepend: bool,
+    /// Entry count written in the end record, if not the true one.
+    declared_entries: Option<u16>,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            prepend: Vec::new(),
+            offsets_include_prepend: false,
+            declared_entries: None,
+        }
+    }
+}
+
+fn build(members: &[Member], layout: &Layout) -> Vec<u8> {
+    let mut out = layout.prepend.clone();
+    let base = if layout.offsets_include_prepend {
+        0
+    } else {
+        layout.prepend.len()
+    };
+    let mut offsets = Vec::new();
+    for m in members {
+        offsets.push((out.len() - base) as u32);
+        if m.same_offset_as.is_some() {
+            continue;
+        }
+        let name = m.local_name.as_ref().unwrap_or(&m.name);
+        out.extend_from_slice(b"PK\x03\x04");
+        out.extend_from_slice(&20u16.to_le_bytes());
+        out.extend_from_slice(&0x0800u16.to_le_bytes());
+        out.extend_from_slice(&m.local_method.unwrap_or(m.method).to_le_bytes());
+        out.extend_from_slice(&[0, 0, 0x21, 0]);
+        out.extend_from_slice(&m.local_crc.unwrap_or(m.crc).to_le_bytes());
+        out.extend_from_slice(&(m.stored.len() as u32).to_le_bytes());
+        out.extend_from_slice(&m.local_size.unwrap_or(m.size).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&m.stored);
+    }
+    let cd_start = out.len();
+    for (i, m) in members.iter().enumerate() {
+        let offset = m.same_offset_as.map(|j| offsets[j]).unwrap_or(offsets[i]);
+        out.extend_from_slice(b"PK\x01\x02");
+        out.extend_from_slice(&0x031eu16.to_le_bytes());
+        out.extend_from_slice(&20u16.to_le_bytes());
+        out.extend_from_slice(&0x0800u16.to_le_bytes());
+        out.extend_from_slice(&m.method.to_le_bytes());
+        out.extend_from_slice(&[0, 0, 0x21, 0]);
+        out.extend_from_slice(&m.crc.to_le_bytes());
+        out.extend_from_slice(&(m.stored.len() as u32).to_le_bytes());
+        out.extend_from_slice(&m.size.to_le_bytes());
+        out.extend_from_slice(&(m.name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 8]); // extra, comment, disk, internal attributes
+        out.extend_from_slice(&(0o100644u32 << 16).to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&m.name);
+    }
+    let cd_len = out.len() - cd_start;
+    let count = layout.declared_entries.unwrap_or(members.len() as u16);
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&(cd_len as u32).to_le_bytes());
+    out.extend_from_slice(&((cd_start - base) as u32).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+fn users(seed: u64, n: usize) -> TextPart {
+    users_jsonl(seed, n)
+}
+
+/// A `failed` manifest whose errors name `what`; nothing is `binary`, no part claims more than
+/// it read.
+fn assert_failed_naming(run: &Run, what: &str) {
+    run.assert_failed();
+    let text = run.all_error_text();
+    assert!(
+        text.contains(what),
+        "the errors name {what:?}; {}",
+        run.describe()
+    );
+    assert_eq!(run.m()["compression"], "zip", "{}", run.describe());
+}
+
+#[test]
+fn zip_members_sharing_a_name_are_all_parts() {
+    let parts: Vec<TextPart> = (0..3).map(|k| users(900 + k, 40 + k as usize)).collect();
+    let members = vec![
+        member("users.txt", &parts[0].bytes, true),
+        member("users.txt", &parts[1].bytes, false),
+        member("users.txt~2", &parts[2].bytes, true),
+    ];
+    let zip = build(&members, &Layout::default());
+    let (run, out) = index_bytes_out(&zip, KEY, &[]);
+    run.assert_status("complete");
+    let names: Vec<&str> = run
+        .parts()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    // Directory order; the second `users.txt` skips `users.txt~2`, which the archive holds.
+    assert_eq!(names, ["users.txt", "users.txt~3", "users.txt~2"]);
+    for (name, exp) in names.iter().zip(&parts) {
+        let p = run.part(name);
+        assert_eq!(p["records"], exp.good_records() as u64, "{name}");
+        assert_eq!(p["sha256"], sha256_hex(&exp.bytes), "{name}");
+        let written = std::fs::read(
+            out.path()
+                .join(format!("export-fetcher/parts/{KEY}/{name}")),
+        )
+        .unwrap();
+        assert!(written == exp.bytes, "part {name} written byte-identical");
+    }
+    let total: usize = parts.iter().map(|p| p.good_records()).sum();
+    assert_eq!(run.m()["totals"]["records"], total as u64);
+    assert_eq!(run.m()["totals"]["parts"], 3);
+}
+
+#[test]
+fn zip_end_record_count_disagreeing_with_the_directory_is_failed() {
+    let parts: Vec<TextPart> = (0..3).map(|k| users(910 + k, 20)).collect();
+    let members: Vec<Member> = parts
+        .iter()
+        .enumerate()
+        .map(|(k, p)| member(&format!("p{k}.txt"), &p.bytes, true))
+        .collect();
+    for declared in [2u16, 1] {
+        let layout = Layout {
+            declared_entries: Some(declared),
+            ..Layout::default()
+        };
+        let run = index_bytes(&build(&members, &layout), KEY, &[]);
+        assert_failed_naming(&run, &format!("declares {declared} entries"));
+        assert!(run.parts().is_empty(), "{}", run.describe());
+    }
+    // More declared than there are: the directory cannot hold them.
+    let layout = Layout {
+        declared_entries: Some(4),
+        ..Layout::default()
+    };
+    let run = index_bytes(&build(&members, &layout), KEY, &[]);
+    assert_failed_naming(&run, "declares 4 entries");
+}
+
+#[test]
+fn zip_local_header_disagreeing_with_its_central_entry_is_failed() {
+    let good = users(920, 30);
+    let bad = users(921, 30);
+    let cases: Vec<(&str, Box<dyn Fn(&mut Member)>)> = vec![
+        (
+            "name",
+            Box::new(|m| m.local_name = Some(b"other.txt".to_vec())),
+        ),
+        ("method", Box::new(|m| m.local_method = Some(0))),
+        ("size", Box::new(|m| m.local_size = Some(m.size + 1))),
+        ("CRC-32", Box::new(|m| m.local_crc = Some(m.crc ^ 1))),
+    ];
+    for (what, lie) in cases {
+        let mut liar = member("b.txt", &bad.bytes, true);
+        lie(&mut liar);
+        let zip = build(
+            &[member("a.txt", &good.bytes, true), liar],
+            &Layout::default(),
+        );
+        let run = index_bytes(&zip, KEY, &[]);
+        assert_failed_naming(&run, "local header disagrees");
+        assert_failed_naming(&run, what);
+        // The good member is still there, exact; the lying one is listed as failed.
+        assert_eq!(run.part("a.txt")["records"], good.good_records() as u64);
+        assert!(
+            run.errors().iter().any(|e| e["part"] == "b.txt"),
+            "{}",
+            run.describe()
+        );
+    }
+}
+
+#[test]
+fn zip_directory_entry_holding_data_is_failed() {
+    let data = users(930, 25);
+    let zip = build(
+        &[
+            member("a.txt", &data.bytes, true),
+            member("folder/", &data.bytes, true),
+        ],
+        &Layout::default(),
+    );
+    let run = index_bytes(&zip, KEY, &[]);
+    assert_failed_naming(&run, "named as a directory but holds");
+}
+
+#[test]
+fn zip_overlapping_member_data_is_failed() {
+    // The overlapping-file bomb: many central entries share one local header and its data.
+    let data = users(940, 50);
+    let mut members = vec![member("base.txt", &data.bytes, true)];
+    for k in 1..20 {
+        let mut m = member("base.txt", &data.bytes, true);
+        m.name = format!("copy{k}.txt").into_bytes();
+        m.local_name = Some(b"base.txt".to_vec());
+        m.same_offset_as = Some(0);
+        members.push(m);
+    }
+    let run = index_bytes(&build(&members, &Layout::default()), KEY, &[]);
+    assert_failed_naming(&run, "overlap");
+    assert!(run.parts().is_empty(), "{}", run.describe());
+
+    // Entries whose data runs into the next local header.
+    let a = member("a.txt", &data.bytes, false);
+    let b = member("b.txt", b"small\n", false);
+    // Claim the first member is larger than it is: its data would cover b's header.
+    let mut zip = build(&[a.clone(), b], &Layout::default());
+    // Rewrite a's compressed and uncompressed sizes in both headers to reach into b.
+    let grown = (a.stored.len() + 40) as u32;
+    let cd = zip
+        .windows(4)
+        .position(|w| w == b"PK\x01\x02")
+        .expect("central directory");
+    zip[cd + 20..cd + 24].copy_from_slice(&grown.to_le_bytes());
+    zip[cd + 24..cd + 28].copy_from_slice(&grown.to_le_bytes());
+    zip[18..22].copy_from_slice(&grown.to_le_bytes());
+    zip[22..26].copy_from_slice(&grown.to_le_bytes());
+    let run = index_bytes(&zip, KEY, &[]);
+    assert_failed_naming(&run, "overlap");
+}
+
+#[test]
+fn zip_with_prepended_data_is_read_with_corrected_offsets() {
+    let parts: Vec<TextPart> = (0..3).map(|k| users(950 + k, 30)).collect();
+    let members: Vec<Member> = parts
+        .iter()
+        .enumerate()
+        .map(|(k, p)| member(&format!("p{k}.txt"), &p.bytes, k != 1))
+        .collect();
+    let stub = b"#!/bin/sh\necho self-extracting\nexit 0\n".repeat(30);
+    for offsets_include_prepend in [false, true] {
+        let layout = Layout {
+            prepend: stub.clone(),
+            offsets_include_prepend,
+            ..Layout::default()
+        };
+        let zip = build(&members, &layout);
+        let run = index_bytes(&zip, KEY, &[]);
+        run.assert_status("complete");
+        for (k, exp) in parts.iter().enumerate() {
+            let p = run.part(&format!("p{k}.txt"));
+            assert_eq!(
+                p["records"],
+                exp.good_records() as u64,
+                "{}",
+                run.describe()
+            );
+            assert_eq!(p["sha256"], sha256_hex(&exp.bytes));
+        }
+    }
+}
+
+#[test]
+fn zip_of_many_small_members_shares_one_expansion_budget() {
+    // 3,000 members of 64 KiB of zeros: each is far below the ratio floor, together they
+    // expand ~190 MiB from a few hundred KiB, well over 250x the object.
+    let zeros = vec![0u8; 64 << 10];
+    let one = member("z", &zeros, true);
+    let members: Vec<Member> = (0..3000)
+        .map(|k| Member {
+            name: format!("z{k:04}.bin").into_bytes(),
+            ..one.clone()
+        })
+        .collect();
+    let zip = build(&members, &Layout::default());
+    assert!(zip.len() < 2 << 20, "fixture is small: {}", zip.len());
+    let (run, out) = index_bytes_out(&zip, KEY, &[]);
+    assert_failed_naming(&run, "MAX_EXPANSION_RATIO");
+    assert!(
+        walk_files(&out.path().join("export-fetcher/parts")).is_empty(),
+        "nothing written before the budget was checked"
+    );
+    // The same members whose headers understate their sizes are stopped while they stream.
+    let liars: Vec<Member> = members
+        .iter()
+        .map(|m| Member {
+            size: 1,
+            local_size: Some(1),
+            ..m.clone()
+        })
+        .collect();
+    let run = index_bytes(&build(&liars, &Layout::default()), KEY, &[]);
+    run.assert_failed();
+    assert_eq!(run.m()["totals"]["records"], 0, "{}", run.describe());
+}
