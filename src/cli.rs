@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Config;
 use crate::manifest::{Source, Status};
+use crate::sanitize_for_log;
 use crate::store::local::{LocalDir, LocalFile};
 use crate::store::{ObjectSource, PartWriter};
 use crate::{handler, pipeline};
@@ -299,6 +300,10 @@ pub async fn index(file: PathBuf, key: Option<String>, out: Option<PathBuf>, cfg
         inner: source,
         read,
     };
+    if key.as_deref().is_some_and(str::is_empty) {
+        eprintln!("export-fetcher: --key must not be empty (it is the S3 key the file stands for)");
+        return EXIT_USAGE;
+    }
     let key = key.unwrap_or_else(|| {
         file.file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -337,8 +342,8 @@ pub async fn index(file: PathBuf, key: Option<String>, out: Option<PathBuf>, cfg
                 .errors
                 .iter()
                 .map(|e| match &e.part {
-                    Some(p) => format!("{p}: {}", e.message),
-                    None => e.message.clone(),
+                    Some(p) => format!("{}: {}", sanitize_for_log(p), sanitize_for_log(&e.message)),
+                    None => sanitize_for_log(&e.message),
                 })
                 .collect::<Vec<_>>()
                 .join("; ")

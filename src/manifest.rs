@@ -268,12 +268,47 @@ pub fn now_rfc3339() -> String {
 
 /// `<prefix>manifests/<source key>.manifest.json`
 pub fn manifest_key(output_prefix: &str, source_key: &str) -> String {
-    format!("{output_prefix}manifests/{source_key}.manifest.json")
+    fit_key(
+        format!("{output_prefix}manifests/{source_key}.manifest.json"),
+        ".manifest.json",
+    )
 }
 
 /// `<prefix>parts/<source key>/<part name>`; `part_name` must already be sanitised.
 pub fn part_key(output_prefix: &str, source_key: &str, part_name: &str) -> String {
-    format!("{output_prefix}parts/{source_key}/{part_name}")
+    let file = part_name.rsplit('/').next().unwrap_or(part_name);
+    let extension = file
+        .rfind('.')
+        .map(|dot| &file[dot..])
+        .filter(|e| e.len() <= 16)
+        .unwrap_or("");
+    fit_key(
+        format!("{output_prefix}parts/{source_key}/{part_name}"),
+        extension,
+    )
+}
+
+/// The longest key S3 accepts, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Makes an output key fit in S3's [`MAX_KEY_BYTES`], deterministically: a key that fits is
+/// kept as it is; a longer one is cut (at a character boundary) and ends with `~`, the first 16
+/// hex digits of the SHA-256 of the whole key, and `keep` (the key's own ending, e.g.
+/// `.manifest.json`), so that two long keys never share a shortened one. The manifest still
+/// holds the real source key and part name.
+pub fn fit_key(key: String, keep: &str) -> String {
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let keep = if keep.len() > 64 { "" } else { keep };
+    let mut cut = MAX_KEY_BYTES.saturating_sub(1 + hash.len() + keep.len());
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{hash}{keep}", &key[..cut])
 }
 
 /// Turns an archive member name into a relative path that cannot escape its parent folder:
@@ -302,6 +337,34 @@ pub fn sanitize_part_name(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_keys_always_fit_in_s3s_limit_and_stay_distinct() {
+        let prefix = "export-fetcher/";
+        let short = "segment-export/a/2024-01-01/x-1/y.zip";
+        assert_eq!(
+            manifest_key(prefix, short),
+            format!("{prefix}manifests/{short}.manifest.json")
+        );
+        assert_eq!(
+            part_key(prefix, short, "a/b.txt"),
+            format!("{prefix}parts/{short}/a/b.txt")
+        );
+        // Source keys of up to 1,024 bytes (S3's own limit), in one- to four-byte characters.
+        for unit in ["k", "é", "€", "😀"] {
+            let long = unit.repeat(1024 / unit.len());
+            let other = format!("{}x", &long[..long.len() - unit.len()]);
+            let m = manifest_key(prefix, &long);
+            assert!(m.len() <= MAX_KEY_BYTES, "{}", m.len());
+            assert!(m.starts_with("export-fetcher/manifests/"));
+            assert!(m.ends_with(".manifest.json"), "{m}");
+            assert_eq!(m, manifest_key(prefix, &long), "deterministic");
+            assert_ne!(m, manifest_key(prefix, &other), "distinct");
+            let p = part_key(prefix, &long, "members/users.txt");
+            assert!(p.len() <= MAX_KEY_BYTES && p.ends_with(".txt"), "{p}");
+            assert_ne!(p, part_key(prefix, &long, "members/users2.txt"));
+        }
+    }
 
     #[test]
     fn sanitize_part_name_cases() {

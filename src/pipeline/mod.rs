@@ -290,12 +290,16 @@ fn process_stream(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut M
         .and_then(|raw| decode::open_stream(manifest.compression, raw, &ctx.budget));
     match opened {
         Ok(mut stream) => {
-            let (part, fatal) = process_part(ctx, &name, size, &mut stream);
-            push_part(ctx, manifest, part, fatal, container);
+            let processed = process_part(ctx, &name, size, &mut stream);
+            push_part(ctx, manifest, processed, container);
         }
         Err(e) => {
-            let part = failed_part(&name, size);
-            push_part(ctx, manifest, part, Some(e), container);
+            push_part(
+                ctx,
+                manifest,
+                (failed_part(&name, size), 0, Some(e)),
+                container,
+            );
         }
     }
 }
@@ -322,9 +326,9 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
         let container = format!("zip member {:?}", member.name);
         match archive.open_member(member, &ctx.budget) {
             Ok(mut stream) => {
-                let (part, fatal) =
+                let processed =
                     process_part(ctx, &member.name, member.compressed_size, &mut stream);
-                push_part(ctx, manifest, part, fatal, &container);
+                push_part(ctx, manifest, processed, &container);
             }
             Err(e) => {
                 let message = archive_error_message(ctx, e);
@@ -383,8 +387,7 @@ fn failed_part(name: &str, compressed_bytes: u64) -> Part {
 fn push_part(
     ctx: &mut Ctx<'_>,
     manifest: &mut Manifest,
-    mut part: Part,
-    fatal: Option<io::Error>,
+    (mut part, bad_records, fatal): (Part, u64, Option<io::Error>),
     container: &str,
 ) {
     if let Some(e) = fatal {
@@ -403,17 +406,11 @@ fn push_part(
             part: Some(part.name.clone()),
         });
     } else if !part.errors.is_empty() {
-        let bad = part.errors.iter().filter(|e| e.record.is_some()).count();
         let first = &part.errors[0];
         manifest.errors.push(ObjectError {
             message: format!(
-                "bad records: {}{} (first{}: {})",
-                bad,
-                if bad == part.errors.len() {
-                    ""
-                } else {
-                    " and more"
-                },
+                "{bad_records} bad record{} (first{}: {})",
+                if bad_records == 1 { "" } else { "s" },
                 first
                     .line
                     .map(|l| format!(" at line {l}"))
@@ -463,13 +460,13 @@ fn process_part(
     name: &str,
     compressed_bytes: u64,
     stream: &mut (dyn Read + Send),
-) -> (Part, Option<io::Error>) {
+) -> (Part, u64, Option<io::Error>) {
     let key = output_key(ctx, name);
     let upload = match ctx.writer.map(|w| w.create(&key)).transpose() {
         Ok(u) => u,
         Err(e) => {
             let e = io::Error::other(Transient(format!("cannot write part {key:?}: {e}")));
-            return (failed_part(name, compressed_bytes), Some(e));
+            return (failed_part(name, compressed_bytes), 0, Some(e));
         }
     };
     let ctx_view: &Ctx<'_> = ctx;
@@ -478,6 +475,7 @@ fn process_part(
     });
     let (sha, bytes, upload) = (produced.sha256, produced.bytes, produced.upload);
     let mut fatal = indexed.fatal;
+    let bad_records = indexed.errors.total;
     let mut output = None;
     if let (Some(upload), Some(writer)) = (upload, ctx.writer) {
         if fatal.is_some() {
@@ -516,7 +514,7 @@ fn process_part(
         output,
         errors: indexed.errors.into_listed(),
     };
-    (part, fatal)
+    (part, bad_records, fatal)
 }
 
 /// Reads the first bytes to decide the format, then indexes the whole part.
@@ -811,7 +809,10 @@ struct DeliveryRecord {
 const STALE_CLAIM_SECS: u64 = 15 * 60;
 
 fn delivery_key(prefix: &str, source_key: &str, sink: &str) -> String {
-    format!("{prefix}deliveries/{source_key}/{sink}.json")
+    crate::manifest::fit_key(
+        format!("{prefix}deliveries/{source_key}/{sink}.json"),
+        ".json",
+    )
 }
 
 fn unix_now() -> u64 {

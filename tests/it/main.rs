@@ -2,6 +2,7 @@
 
 mod aws;
 mod fixtures;
+mod hostile_keys;
 mod hostile_zip;
 mod index_cli;
 mod lambda_s3;
