@@ -51,6 +51,7 @@ fn member(name: &str, data: &[u8], deflated: bool) -> Member {
     }
 }
 
+#[derive(Default)]
 struct Layout {
     /// Bytes before the archive proper.
     prepend: Vec<u8>,
@@ -58,16 +59,6 @@ struct Layout {
     offsets_include_prepend: bool,
     /// Entry count written in the end record, if not the true one.
     declared_entries: Option<u16>,
-}
-
-impl Default for Layout {
-    fn default() -> Self {
-        Layout {
-            prepend: Vec::new(),
-            offsets_include_prepend: false,
-            declared_entries: None,
-        }
-    }
 }
 
 fn build(members: &[Member], layout: &Layout) -> Vec<u8> {
@@ -208,7 +199,8 @@ fn zip_end_record_count_disagreeing_with_the_directory_is_failed() {
 fn zip_local_header_disagreeing_with_its_central_entry_is_failed() {
     let good = users(920, 30);
     let bad = users(921, 30);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Member)>)> = vec![
+    type Lie = Box<dyn Fn(&mut Member)>;
+    let cases: Vec<(&str, Lie)> = vec![
         (
             "name",
             Box::new(|m| m.local_name = Some(b"other.txt".to_vec())),
