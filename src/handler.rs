@@ -283,7 +283,11 @@ pub async fn handle(
                 let i = index_of.get(&id).copied();
                 let message_id = i.and_then(|i| ids[i].clone());
                 let error = task_failure(e);
-                warn!(message_id = ?message_id, error = %error, "a message task failed: the message will be retried");
+                warn!(
+                    message_id = ?message_id,
+                    error = %sanitize_for_log(&error),
+                    "a message task failed: the message will be retried"
+                );
                 let failed = MessageResult {
                     results: vec![
                         json!({"message_id": message_id, "outcome": "retry", "error": error}),
