@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo test --locked "$@"
+# `failpoints` compiles the fault-injection points in (tests only; the shipped binary has none).
+cargo test --locked --features failpoints "$@"

@@ -1,6 +1,12 @@
 //! Lambda event → pipeline runs → response. For SQS the response lists the messages to retry
 //! (`batchItemFailures`); for other envelopes a retryable failure fails the invocation.
+//!
+//! A message task that panics is a failure of that message, reported by its own `messageId`
+//! (Lambda would otherwise delete it with the batch); a direct, SNS or EventBridge invocation
+//! with a panicked task fails. An SQS message that failed but has no id cannot be reported on
+//! its own, so the whole invocation fails and the batch is retried.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -170,6 +176,8 @@ async fn run_message(env: Arc<Env>, message: Message, deadline: Option<Instant>)
                         "not an object-created event: skipped"
                     ),
                     Item::Object(ev) => {
+                        #[cfg(feature = "failpoints")]
+                        panic_failpoint("handler::message_task", &ev.key);
                         let span = info_span!(
                             "object",
                             bucket = %ev.bucket,
@@ -212,6 +220,31 @@ struct MessageResult {
     retry: Option<String>,
 }
 
+/// A failpoint that panics when its configured argument (`return(<marker>)`) occurs in
+/// `subject`, so that a test can aim it at one object while other tests run alongside.
+#[cfg(feature = "failpoints")]
+fn panic_failpoint(name: &str, subject: &str) {
+    fail::fail_point!(name, |marker: Option<String>| {
+        if marker.is_some_and(|m| !m.is_empty() && subject.contains(&m)) {
+            panic!("failpoint {name}: injected panic for {subject:?}");
+        }
+    });
+}
+
+/// Why a message task ended without a result.
+fn task_failure(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return format!("the message task stopped unexpectedly: {e}");
+    }
+    let panic = e.into_panic();
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    format!("the message task panicked: {message}")
+}
+
 /// Handles one Lambda event.
 pub async fn handle(
     env: Arc<Env>,
@@ -222,40 +255,72 @@ pub async fn handle(
     let permits = Arc::new(Semaphore::new(PARALLEL_MESSAGES));
     let mut tasks = JoinSet::new();
     let count = parsed.messages.len();
+    // Kept outside the tasks: a task that panics takes its message with it, not its id.
+    let ids: Vec<Option<String>> = parsed
+        .messages
+        .iter()
+        .map(|m| m.message_id.clone())
+        .collect();
+    let mut index_of = HashMap::with_capacity(count);
     for (i, message) in parsed.messages.into_iter().enumerate() {
         let env = env.clone();
         let permits = permits.clone();
-        tasks.spawn(
+        let task = tasks.spawn(
             async move {
                 let _permit = permits.acquire_owned().await;
-                (i, run_message(env, message, deadline).await)
+                run_message(env, message, deadline).await
             }
             .in_current_span(),
         );
+        index_of.insert(task.id(), i);
     }
     let mut done: Vec<Option<MessageResult>> = (0..count).map(|_| None).collect();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((i, r)) => done[i] = Some(r),
-            Err(e) => warn!(error = %e, "a message task stopped unexpectedly"),
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, r)) => (id, r),
+            Err(e) => {
+                let id = e.id();
+                let i = index_of.get(&id).copied();
+                let message_id = i.and_then(|i| ids[i].clone());
+                let error = task_failure(e);
+                warn!(
+                    message_id = ?message_id,
+                    error = %sanitize_for_log(&error),
+                    "a message task failed: the message will be retried"
+                );
+                let failed = MessageResult {
+                    results: vec![
+                        json!({"message_id": message_id, "outcome": "retry", "error": error}),
+                    ],
+                    message_id,
+                    retry: Some(error),
+                };
+                (id, failed)
+            }
+        };
+        if let Some(&i) = index_of.get(&id) {
+            done[i] = Some(result);
         }
     }
-    // A message whose task died is retried like any failure.
+    // Every task is joined above, so none is missing; should one be, it is retried like any
+    // failure, under the id it was spawned with.
     let done: Vec<MessageResult> = done
         .into_iter()
-        .map(|r| {
+        .zip(ids)
+        .map(|(r, message_id)| {
             r.unwrap_or(MessageResult {
-                message_id: None,
+                message_id,
                 results: Vec::new(),
                 retry: Some("the message task stopped unexpectedly".into()),
             })
         })
         .collect();
     let results: Vec<Value> = done.iter().flat_map(|m| m.results.clone()).collect();
-    if parsed.is_sqs {
-        let failures: Vec<Value> = done
+    let failed: Vec<&MessageResult> = done.iter().filter(|m| m.retry.is_some()).collect();
+    let unreportable = failed.iter().any(|m| m.message_id.is_none());
+    if parsed.is_sqs && !unreportable {
+        let failures: Vec<Value> = failed
             .iter()
-            .filter(|m| m.retry.is_some())
             .filter_map(|m| m.message_id.clone())
             .map(|id| json!({"itemIdentifier": id}))
             .collect();
@@ -264,7 +329,8 @@ pub async fn handle(
         // Exactly the shape Lambda's ReportBatchItemFailures expects, nothing else.
         return Ok(json!({"batchItemFailures": failures}));
     }
-    let failed: Vec<&MessageResult> = done.iter().filter(|m| m.retry.is_some()).collect();
+    // Not SQS, or an SQS message failed that cannot be named: the invocation fails (for SQS,
+    // the whole batch becomes visible again).
     if let Some(first) = failed.first() {
         return Err(HandlerError::Retryable {
             failed: failed.len(),

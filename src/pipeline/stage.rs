@@ -4,8 +4,15 @@
 //! `(2 × QUEUE + 2) × CHUNK` per part however large the part is. Inflating (~40% of the work),
 //! hashing and writing (~20%) and parsing (~40%) overlap; with three stages the scheduler keeps
 //! both cores of a small machine busy.
+//!
+//! A stage that panics never ends its part quietly: the panic is caught in the stage's thread and
+//! travels down the channels as a [`Transient`] read error, so the indexer fails the part and the
+//! object is retried. Without this, the indexer would see a closed channel as the end of the
+//! stream and certify a truncated part (or, for the hash/write stage, one with no output).
 
+use std::any::Any;
 use std::io::{self, BufRead, Read};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
@@ -39,7 +46,7 @@ pub fn run<'w, T>(
         let (raw_tx, raw_rx) = sync_channel::<io::Result<Vec<u8>>>(QUEUE);
         let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(QUEUE);
         let (free_tx, free_rx) = sync_channel::<Vec<u8>>(2 * QUEUE + 2);
-        scope.spawn(move || decode(stream, deadline, raw_tx, free_rx));
+        scope.spawn(move || decode(stream, deadline, out_key, raw_tx, free_rx));
         let producer = scope.spawn(move || hash_and_write(raw_rx, upload, out_key, tx));
         let mut reader = ChunkReader {
             rx,
@@ -51,21 +58,66 @@ pub fn run<'w, T>(
         let result = consume(&mut reader);
         // Dropping the reader closes the channel: a producer still running stops.
         drop(reader);
-        let produced = producer.join().unwrap_or_else(|_| Produced {
-            sha256: String::new(),
-            bytes: 0,
-            upload: None,
-        });
+        // The stages catch their own panics; should one escape anyway, it goes on to the caller
+        // (whose task fails as retryable) rather than becoming an empty, "successful" part.
+        let produced = producer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (result, produced)
     })
 }
 
-/// Stage 1: the decompressed stream, cut into chunks.
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// The read error a stage's panic becomes: transient, so the part fails and the object is
+/// retried instead of being certified.
+fn panicked(stage: &str, out_key: &str, panic: &(dyn Any + Send)) -> io::Error {
+    io::Error::other(Transient(format!(
+        "the {stage} stage of part {out_key:?} panicked: {}",
+        panic_message(panic)
+    )))
+}
+
+/// A failpoint that panics when its configured argument (`return(<marker>)`) occurs in
+/// `subject`, so that a test can aim it at one object while other tests run alongside.
+#[cfg(feature = "failpoints")]
+fn panic_failpoint(name: &str, subject: &str) {
+    fail::fail_point!(name, |marker: Option<String>| {
+        if marker.is_some_and(|m| !m.is_empty() && subject.contains(&m)) {
+            panic!("failpoint {name}: injected panic for {subject:?}");
+        }
+    });
+}
+
+/// Stage 1: the decompressed stream, cut into chunks. A panic (a decoder bug) reaches the next
+/// stage as a transient error.
 fn decode(
     stream: &mut (dyn Read + Send),
     deadline: Option<Instant>,
+    out_key: &str,
     tx: SyncSender<io::Result<Vec<u8>>>,
     free: Receiver<Vec<u8>>,
+) {
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        decode_chunks(stream, deadline, &tx, &free)
+    }));
+    if let Err(panic) = run {
+        let _ = tx.send(Err(panicked("decode", out_key, &*panic)));
+    }
+}
+
+fn decode_chunks(
+    stream: &mut (dyn Read + Send),
+    deadline: Option<Instant>,
+    tx: &SyncSender<io::Result<Vec<u8>>>,
+    free: &Receiver<Vec<u8>>,
 ) {
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -92,7 +144,9 @@ fn decode(
     }
 }
 
-/// Stage 2: every chunk is hashed, counted and written before the indexer sees it.
+/// Stage 2: every chunk is hashed, counted and written before the indexer sees it. A panic
+/// (in the hasher or the writer) reaches the indexer as a transient error, so the part fails
+/// and its upload is aborted by the caller: it is never certified without its output.
 fn hash_and_write<'w>(
     rx: Receiver<io::Result<Vec<u8>>>,
     mut upload: Option<Box<dyn PartUpload + 'w>>,
@@ -101,27 +155,34 @@ fn hash_and_write<'w>(
 ) -> Produced<'w> {
     let mut sha = Sha256::new();
     let mut bytes = 0u64;
-    for chunk in rx {
-        let buf = match chunk {
-            Ok(buf) => buf,
-            Err(e) => {
-                let _ = tx.send(Err(e));
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        for chunk in &rx {
+            let buf = match chunk {
+                Ok(buf) => buf,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+            };
+            #[cfg(feature = "failpoints")]
+            panic_failpoint("stage::hash_write", out_key);
+            sha.update(&buf);
+            bytes += buf.len() as u64;
+            if let Some(out) = upload.as_mut()
+                && let Err(e) = out.write_all(&buf)
+            {
+                let _ = tx.send(Err(io::Error::other(Transient(format!(
+                    "writing part {out_key:?} failed: {e}"
+                )))));
                 break;
             }
-        };
-        sha.update(&buf);
-        bytes += buf.len() as u64;
-        if let Some(out) = upload.as_mut()
-            && let Err(e) = out.write_all(&buf)
-        {
-            let _ = tx.send(Err(io::Error::other(Transient(format!(
-                "writing part {out_key:?} failed: {e}"
-            )))));
-            break;
+            if tx.send(Ok(buf)).is_err() {
+                break; // the indexer stopped
+            }
         }
-        if tx.send(Ok(buf)).is_err() {
-            break; // the indexer stopped
-        }
+    }));
+    if let Err(panic) = run {
+        let _ = tx.send(Err(panicked("hash/write", out_key, &*panic)));
     }
     Produced {
         sha256: format!("{:x}", sha.finalize()),
@@ -234,6 +295,57 @@ mod tests {
             r.read_to_end(&mut v).unwrap_err()
         });
         assert!(crate::store::is_transient(&err));
+    }
+
+    #[test]
+    fn a_panicking_decoder_fails_the_part_as_transient_instead_of_ending_it() {
+        struct Panicking(usize);
+        impl Read for Panicking {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    panic!("decoder bug");
+                }
+                let n = buf.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let (err, _) = run(&mut Panicking(CHUNK + 5), None, "k", None, |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap_err()
+        });
+        assert!(crate::store::is_transient(&err), "{err}");
+        assert!(err.to_string().contains("decoder bug"), "{err}");
+    }
+
+    #[test]
+    fn a_panicking_part_writer_fails_the_part_as_transient_and_returns_the_upload() {
+        struct PanicsOnWrite;
+        impl io::Write for PanicsOnWrite {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                panic!("writer bug");
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl PartUpload for PanicsOnWrite {
+            fn finish(self: Box<Self>) -> io::Result<crate::store::Pending> {
+                unreachable!("a failed part is aborted, not finished")
+            }
+            fn abort(self: Box<Self>) {}
+        }
+        let mut src: &[u8] = &[1u8; 1000];
+        let (err, produced) = run(&mut src, Some(Box::new(PanicsOnWrite)), "k", None, |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap_err()
+        });
+        assert!(crate::store::is_transient(&err), "{err}");
+        assert!(err.to_string().contains("writer bug"), "{err}");
+        assert!(
+            produced.upload.is_some(),
+            "the caller gets the upload to abort"
+        );
     }
 
     #[test]

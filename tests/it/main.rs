@@ -1,6 +1,7 @@
 //! Integration tests for `export-fetcher` (one test binary: `cargo test --test it`).
 
 mod aws;
+mod exactly_once_ack;
 mod fixtures;
 mod hostile_keys;
 mod hostile_zip;

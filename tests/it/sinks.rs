@@ -40,6 +40,11 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(statuses: Vec<u16>) -> Receiver {
+        Receiver::start_with(statuses.into_iter().map(|s| (s, String::new())).collect())
+    }
+
+    /// Like [`Receiver::start`], each response with extra header lines (`"Name: value\r\n"`).
+    pub fn start_with(responses: Vec<(u16, String)>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hooks/braze", listener.local_addr().unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -48,7 +53,7 @@ impl Receiver {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { return };
                 let got = got2.clone();
-                let statuses = statuses.clone();
+                let responses = responses.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     loop {
@@ -81,8 +86,9 @@ impl Receiver {
                             g.push(Received { headers, body });
                             g.len()
                         };
-                        let status = statuses[(n - 1).min(statuses.len() - 1)];
-                        let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                        let (status, extra) = &responses[(n - 1).min(responses.len() - 1)];
+                        let resp =
+                            format!("HTTP/1.1 {status} X\r\n{extra}Content-Length: 0\r\n\r\n");
                         if conn.write_all(resp.as_bytes()).is_err() {
                             return;
                         }
@@ -98,19 +104,20 @@ impl Receiver {
     }
 }
 
-/// The receiver's side of the documented scheme: `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`,
-/// with the timestamp within five minutes.
-pub fn verify_signature(secret: &str, header: &str, body: &[u8]) -> bool {
+/// The receiver's side of the documented scheme:
+/// `t=<t>,v2=<hex HMAC-SHA256(secret, "<t>.<Idempotency-Key>.<body>")>`, with the timestamp
+/// within five minutes.
+pub fn verify_signature(secret: &str, header: &str, idempotency_key: &str, body: &[u8]) -> bool {
     let mut t = None;
-    let mut v1 = None;
+    let mut v2 = None;
     for part in header.split(',') {
         match part.split_once('=') {
             Some(("t", v)) => t = Some(v.to_string()),
-            Some(("v1", v)) => v1 = Some(v.to_string()),
+            Some(("v2", v)) => v2 = Some(v.to_string()),
             _ => {}
         }
     }
-    let (Some(t), Some(v1)) = (t, v1) else {
+    let (Some(t), Some(v2)) = (t, v2) else {
         return false;
     };
     let now = SystemTime::now()
@@ -121,7 +128,7 @@ pub fn verify_signature(secret: &str, header: &str, body: &[u8]) -> bool {
         return false;
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.").as_bytes());
+    mac.update(format!("{t}.{idempotency_key}.").as_bytes());
     mac.update(body);
     let expected: String = mac
         .finalize()
@@ -129,7 +136,18 @@ pub fn verify_signature(secret: &str, header: &str, body: &[u8]) -> bool {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    expected == v1
+    expected == v2
+}
+
+/// [`verify_signature`] on a received request, with the request's own `Idempotency-Key`.
+pub fn request_verifies(secret: &str, r: &Received) -> bool {
+    match (
+        r.header("X-Export-Fetcher-Signature"),
+        r.header("Idempotency-Key"),
+    ) {
+        (Some(sig), Some(key)) => verify_signature(secret, sig, key, &r.body),
+        _ => false,
+    }
 }
 
 /// SNS topic → SQS `sns-out`, SQS `manifests`, EventBridge bus → rule → SQS `eb-out`.
@@ -312,11 +330,8 @@ async fn one_notification_twice_is_exactly_one_message_per_sink_and_the_signatur
     assert_eq!(reqs.len(), 1, "one webhook delivery");
     let r = &reqs[0];
     let sig = r.header("X-Export-Fetcher-Signature").expect("signed");
-    assert!(
-        verify_signature(SECRET, sig, &r.body),
-        "signature {sig} verifies"
-    );
-    assert!(!verify_signature("wrong", sig, &r.body));
+    assert!(request_verifies(SECRET, r), "signature {sig} verifies");
+    assert!(!request_verifies("wrong", r));
     let body: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(body["source"]["key"], KEY);
     let idem = r.header("Idempotency-Key").unwrap();
@@ -534,11 +549,7 @@ async fn webhook_retries_5xx_but_not_4xx() {
         keys.windows(2).all(|w| w[0] == w[1]),
         "same idempotency key on every attempt"
     );
-    assert!(reqs.iter().all(|r| verify_signature(
-        SECRET,
-        r.header("X-Export-Fetcher-Signature").unwrap(),
-        &r.body
-    )));
+    assert!(reqs.iter().all(|r| request_verifies(SECRET, r)));
 
     let key2 = "reports/refused.csv";
     put(&s3, BUCKET, key2, b"a,b\n1,2\n".to_vec()).await;
