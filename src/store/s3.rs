@@ -680,12 +680,11 @@ async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str)
     }
 }
 
-/// Aborts the uploads of `key` that S3 started from a CreateMultipartUpload sent at `sent` whose
-/// answer never came: those initiated since then (less a little clock skew). A concurrent
-/// duplicate's upload of the same key started in that window is aborted too: it fails
-/// retryably, and its retry finds the output written by this one's.
-async fn abort_unanswered(client: &Client, bucket: &str, key: &str, sent: std::time::SystemTime) {
-    let since = aws_sdk_s3::primitives::DateTime::from(sent - Duration::from_secs(2));
+/// Aborts the open multipart uploads of `key` but `except`: those S3 started for a
+/// CreateMultipartUpload whose answer never came (their id is known only by listing), and those
+/// an invocation killed mid-upload left. An upload of a concurrent duplicate is aborted too: it
+/// fails retryably, and its retry finds the output written here.
+async fn abort_open_uploads(client: &Client, bucket: &str, key: &str, except: Option<&str>) {
     let Ok(timeouts) = Bound::Cleanup.config(0, "ListMultipartUploads") else {
         return;
     };
@@ -701,15 +700,16 @@ async fn abort_unanswered(client: &Client, bucket: &str, key: &str, sent: std::t
         Ok(out) => out.uploads.unwrap_or_default(),
         Err(e) => {
             let e = classify(e, "ListMultipartUploads", key);
-            error!(key = %crate::sanitize_for_log(key), error = %e, "cannot list the multipart uploads a failed CreateMultipartUpload may have started");
+            error!(key = %crate::sanitize_for_log(key), error = %e, "cannot list the multipart uploads left open");
             return;
         }
     };
     for upload in uploads {
         if upload.key() == Some(key)
-            && upload.initiated().is_some_and(|at| *at >= since)
             && let Some(id) = upload.upload_id()
+            && Some(id) != except
         {
+            warn!(key = %crate::sanitize_for_log(key), upload_id = id, "aborting a multipart upload left open");
             abort_upload(client, bucket, key, id).await;
         }
     }
@@ -733,7 +733,6 @@ impl UploadId {
         self.cell
             .get_or_init(|| async {
                 let timeouts = self.bound.config(0, "CreateMultipartUpload")?;
-                let sent = std::time::SystemTime::now();
                 let out = match self
                     .create
                     .clone()
@@ -748,7 +747,7 @@ impl UploadId {
                         if !matches!(e, StoreError::Permanent(_)) {
                             // S3 may have created it with the answer lost (a timeout): the id
                             // is unknown, so the upload is found by listing.
-                            abort_unanswered(&self.client, &self.bucket, &self.key, sent).await;
+                            abort_open_uploads(&self.client, &self.bucket, &self.key, None).await;
                         }
                         return Err(e);
                     }
@@ -931,6 +930,10 @@ impl S3Upload<'_> {
             match &result {
                 Ok(_) => {
                     debug!(key = %crate::sanitize_for_log(&key), parts = number_of_parts, "multipart upload complete");
+                    // Uploads of this key left by an earlier, killed attempt.
+                    if let Some(Ok(upload_id)) = upload.cell.get() {
+                        abort_open_uploads(&client, &bucket, &key, Some(upload_id)).await;
+                    }
                 }
                 Err(_) => {
                     if let Some(Ok(upload_id)) = upload.cell.get() {
