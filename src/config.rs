@@ -23,9 +23,29 @@ pub struct Limits {
     pub max_record_bytes: u64,
 }
 
+/// S3's most parts in one multipart upload.
+pub const S3_MAX_PARTS: u64 = 10_000;
+/// S3's largest part of a multipart upload.
+pub const S3_MAX_PART_BYTES: u64 = 5 << 30;
+/// S3's longest object key, in bytes (UTF-8).
+pub const S3_MAX_KEY_BYTES: usize = 1024;
+/// The longest `OUTPUT_PREFIX`: every output key keeps at least `S3_MAX_KEY_BYTES` minus this
+/// (256 bytes) for its layout (`manifests/`, `deliveries/`, `parts/`…) and the source key and
+/// part name, shortened when they are long.
+pub const MAX_OUTPUT_PREFIX_BYTES: usize = S3_MAX_KEY_BYTES - 256;
+
 /// Below this many decompressed bytes the expansion ratio is not enforced: a tiny file of
 /// repetitive text is harmless whatever its ratio.
 pub const RATIO_FLOOR_BYTES: u64 = 1 << 20;
+
+impl Limits {
+    /// Bytes per multipart part of an output: `PART_SIZE` (8 MiB), or more, in whole MiB, so
+    /// that `max_expanded_bytes` (the largest an output can be) fits in S3's 10,000 parts.
+    pub fn part_size(&self) -> u64 {
+        let needed = self.max_expanded_bytes.div_ceil(S3_MAX_PARTS);
+        (needed.div_ceil(1 << 20) << 20).max(crate::store::s3::PART_SIZE as u64)
+    }
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -185,6 +205,17 @@ impl Config {
                     reason: "must not be empty: the output prefix is what keeps outputs from being processed again".into(),
                 });
             }
+            if cfg.output_prefix.len() > MAX_OUTPUT_PREFIX_BYTES {
+                return Err(ConfigError {
+                    name: "OUTPUT_PREFIX",
+                    value: cfg.output_prefix.clone(),
+                    reason: format!(
+                        "{} bytes long: output keys would not fit in S3's {S3_MAX_KEY_BYTES}-byte \
+                         limit (at most {MAX_OUTPUT_PREFIX_BYTES} bytes)",
+                        cfg.output_prefix.len()
+                    ),
+                });
+            }
         }
         if let Some(v) = get("WRITE_PARTS") {
             cfg.write_parts = parse_bool("WRITE_PARTS", &v)?;
@@ -241,7 +272,41 @@ impl Config {
                 *slot = parse_positive(name, &v)?;
             }
         }
+        cfg.check_part_size(get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))?;
         Ok(cfg)
+    }
+
+    /// Refuses a `MAX_EXPANDED_BYTES` whose parts ([`Limits::part_size`]) S3 would refuse, or
+    /// whose upload buffers (`PARALLEL_PARTS + 1` parts) would not fit in half of the Lambda
+    /// function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB, when set).
+    fn check_part_size(&self, memory_mb: Option<String>) -> Result<(), ConfigError> {
+        let part = self.limits.part_size();
+        let refuse = |reason: String| ConfigError {
+            name: "MAX_EXPANDED_BYTES",
+            value: self.limits.max_expanded_bytes.to_string(),
+            reason,
+        };
+        if part > S3_MAX_PART_BYTES {
+            return Err(refuse(format!(
+                "an output this large needs parts of {} MiB to fit in S3's {S3_MAX_PARTS} parts; \
+                 S3 allows at most {} MiB per part",
+                part >> 20,
+                S3_MAX_PART_BYTES >> 20
+            )));
+        }
+        let buffers = part * (crate::store::s3::PARALLEL_PARTS as u64 + 1);
+        if let Some(mb) = memory_mb.and_then(|m| m.parse::<u64>().ok())
+            && buffers > (mb << 20) / 2
+        {
+            return Err(refuse(format!(
+                "an output this large needs parts of {} MiB to fit in S3's {S3_MAX_PARTS} parts, \
+                 and uploading holds {} MiB of them: more than half of the function's {mb} MB; \
+                 lower MAX_EXPANDED_BYTES or give the function more memory",
+                part >> 20,
+                buffers >> 20
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -344,6 +409,56 @@ mod tests {
     }
 
     #[test]
+    fn part_size_grows_with_max_expanded_bytes_to_fit_in_10000_parts() {
+        // (MAX_EXPANDED_BYTES, part size in MiB)
+        let cases: &[(u64, u64)] = &[
+            (1 << 30, 8),
+            (64 << 30, 8),
+            (80 << 30, 9),
+            (1 << 40, 105),
+            (5 << 40, 525),
+        ];
+        for &(max, mib) in cases {
+            let limits = Limits {
+                max_expanded_bytes: max,
+                ..Limits::default()
+            };
+            let part = limits.part_size();
+            assert_eq!(part, mib << 20, "MAX_EXPANDED_BYTES={max}");
+            assert!(part * S3_MAX_PARTS >= max, "MAX_EXPANDED_BYTES={max}");
+        }
+    }
+
+    #[test]
+    fn part_size_that_does_not_fit_the_function_memory_is_refused() {
+        let ok = vars(&[
+            ("MAX_EXPANDED_BYTES", "1T"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024"),
+        ]);
+        assert_eq!(
+            Config::from_vars(&ok).unwrap().limits.part_size(),
+            105 << 20
+        );
+        let small = vars(&[
+            ("MAX_EXPANDED_BYTES", "1T"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512"),
+        ]);
+        let err = Config::from_vars(&small).unwrap_err();
+        assert_eq!(err.name, "MAX_EXPANDED_BYTES", "{err}");
+        assert!(err.reason.contains("512 MB"), "{err}");
+    }
+
+    #[test]
+    fn output_prefix_that_leaves_no_room_for_keys_is_refused() {
+        let longest = "p".repeat(MAX_OUTPUT_PREFIX_BYTES - 1);
+        let cfg = Config::from_vars(&vars(&[("OUTPUT_PREFIX", &longest)])).unwrap();
+        assert_eq!(cfg.output_prefix.len(), MAX_OUTPUT_PREFIX_BYTES);
+        let too_long = "p".repeat(MAX_OUTPUT_PREFIX_BYTES);
+        let err = Config::from_vars(&vars(&[("OUTPUT_PREFIX", &too_long)])).unwrap_err();
+        assert_eq!(err.name, "OUTPUT_PREFIX");
+    }
+
+    #[test]
     fn key_filters() {
         let f = KeyFilter::new(
             &["segment-export/**".into(), "currents/*.avro".into()],
@@ -373,6 +488,7 @@ mod tests {
             ("OUTPUT_PREFIX", "/"),
             ("WEBHOOK_URL", "ftp://x"),
             ("MAX_OBJECT_BYTES", "99999999999999999999T"),
+            ("MAX_EXPANDED_BYTES", "64T"),
         ];
         for (name, value) in cases {
             let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();

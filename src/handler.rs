@@ -29,9 +29,12 @@ use crate::trigger::{self, Item, Message};
 
 /// Messages processed at once within one invocation.
 pub const PARALLEL_MESSAGES: usize = 4;
-/// Work stops this long before the invocation deadline (or a tenth of the time left, if less),
-/// leaving time to report the failure.
-pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+/// Work stops this long before the invocation deadline (or half the time left, if less),
+/// leaving time to clean up (abort uploads, release delivery claims) and report the failure.
+/// Every wait of the work ends at that point; a cleanup wait lasts at most
+/// `store::s3::LONGEST_WAIT`, which the margin is longer than.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
+const _: () = assert!(DEADLINE_MARGIN.as_millis() > crate::store::s3::LONGEST_WAIT.as_millis());
 
 #[derive(Debug, Error)]
 pub enum HandlerError {
@@ -123,7 +126,7 @@ pub fn work_deadline(deadline_epoch_ms: u64) -> Option<Instant> {
         .ok()?
         .as_millis() as u64;
     let left = Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms));
-    let margin = DEADLINE_MARGIN.min(left / 10);
+    let margin = DEADLINE_MARGIN.min(left / 2);
     Some(Instant::now() + left.saturating_sub(margin))
 }
 

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::io::{self, Cursor, Read};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -28,7 +28,7 @@ use crate::manifest::{
     Producer, Source, Status, Totals, manifest_key, now_rfc3339, part_key, sanitize_part_name,
 };
 use crate::sink::{self, Sinks};
-use crate::store::s3::S3Store;
+use crate::store::s3::{self, OutputKind, S3Store};
 use crate::store::{
     Condition, ObjectInfo, ObjectSource, PartWriter, Pending, SeekableSource, StoreError,
     Transient, is_transient,
@@ -196,6 +196,7 @@ pub fn index_object(
         }
     }
     settle_uploads(&mut ctx, &mut manifest);
+    deadline_passed(&mut ctx, &mut manifest, "once the parts were written");
     if ctx.kind.is_none() {
         manifest.kind = if manifest.parts.iter().any(|p| p.format == Format::Csv) {
             Kind::Report
@@ -270,6 +271,22 @@ fn read_tail(source: &dyn ObjectSource) -> io::Result<Vec<u8>> {
     Ok(tail)
 }
 
+/// Whether the deadline has passed; if so the object fails retryably, saying where it stopped.
+fn deadline_passed(ctx: &mut Ctx<'_>, manifest: &mut Manifest, stage: &str) -> bool {
+    if ctx.deadline.is_none_or(|d| Instant::now() < d) {
+        return false;
+    }
+    let message =
+        format!("the invocation deadline is near: stopped {stage}, so that the object is retried");
+    ctx.failed = true;
+    ctx.retryable.get_or_insert_with(|| message.clone());
+    manifest.errors.push(ObjectError {
+        message,
+        part: None,
+    });
+    true
+}
+
 fn read_head(source: &dyn ObjectSource) -> io::Result<Vec<u8>> {
     let n = source.size().min(MAGIC_LEN as u64);
     let mut head = Vec::with_capacity(n as usize);
@@ -306,6 +323,9 @@ fn process_stream(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut M
 
 fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Manifest) {
     let size = source.size();
+    if deadline_passed(ctx, manifest, "before opening the archive") {
+        return;
+    }
     // Buffered itself, with one stream for members that follow each other.
     let reader = SeekableSource::new(source);
     let (mut archive, members) = match Archive::open(reader, size, &ctx.cfg.limits, &ctx.budget) {
@@ -322,6 +342,10 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
             return;
         }
     };
+    // Reading a large central directory takes time of its own.
+    if deadline_passed(ctx, manifest, "after reading the archive's directory") {
+        return;
+    }
     for member in members.iter().filter(|m| !m.is_dir) {
         let container = format!("zip member {:?}", member.name);
         match archive.open_member(member, &ctx.budget) {
@@ -605,22 +629,41 @@ fn same_version(existing: &Source, info: &ObjectInfo) -> bool {
     }
 }
 
-/// One object-created event, from the loop guard to the written manifest.
+/// One object-created event, from the loop guard to the written manifest. Every S3 request it
+/// makes ends by `deadline` (`store::s3::within_deadline`).
 pub async fn process_event(
     env: &Env,
     ev: &ObjectEvent,
     deadline: Option<Instant>,
 ) -> ObjectOutcome {
-    let cfg = &env.cfg;
-    let out_bucket = env.output_bucket(&ev.bucket).to_string();
-    if out_bucket == ev.bucket && ev.key.starts_with(&cfg.output_prefix) {
+    let out_bucket = env.output_bucket(&ev.bucket);
+    if out_bucket == ev.bucket && ev.key.starts_with(&env.cfg.output_prefix) {
         return ObjectOutcome::Skipped {
             reason: format!(
                 "loop guard: the key is under OUTPUT_PREFIX {:?} of the output bucket",
-                cfg.output_prefix
+                env.cfg.output_prefix
             ),
         };
     }
+    s3::within_deadline(deadline, process_object(env, ev, deadline)).await
+}
+
+/// The loop guard's second look, at the object itself: an output written by the fetcher
+/// (under any earlier `OUTPUT_PREFIX` or `OUTPUT_BUCKET`) carries `export-fetcher-output`.
+fn output_marker_guard(info: &ObjectInfo) -> Option<ObjectOutcome> {
+    let kind = info.output.as_deref()?;
+    Some(ObjectOutcome::Skipped {
+        reason: format!(
+            "loop guard: the object is an export-fetcher output ({} metadata {kind:?})",
+            s3::OUTPUT_METADATA
+        ),
+    })
+}
+
+/// [`process_event`] past the key-based loop guard.
+async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) -> ObjectOutcome {
+    let cfg = &env.cfg;
+    let out_bucket = env.output_bucket(&ev.bucket).to_string();
     if let Err(reason) = env.filter.check(&ev.key) {
         return ObjectOutcome::Skipped {
             reason: reason.to_string(),
@@ -688,6 +731,9 @@ pub async fn process_event(
             };
         }
     };
+    if let Some(skipped) = output_marker_guard(&info) {
+        return skipped;
+    }
     if let Some(m) = &existing_manifest
         && m.status != Status::Skipped
         && same_version(&m.source, &info)
@@ -699,7 +745,11 @@ pub async fn process_event(
     meta.version_id = info.version_id.clone();
     let handle = tokio::runtime::Handle::current();
     let source: Arc<dyn ObjectSource> = Arc::new(env.s3.source(&info, handle.clone()));
-    let writer: Arc<dyn PartWriter> = Arc::new(env.s3.writer(&out_bucket, handle));
+    let writer: Arc<dyn PartWriter> = Arc::new(
+        env.s3
+            .writer(&out_bucket, handle)
+            .with_part_size(cfg.limits.part_size() as usize),
+    );
     let outcome = run(source, meta, cfg.clone(), Some(writer), deadline).await;
     if let Some(error) = outcome.retryable {
         return ObjectOutcome::Retry { error };
@@ -795,18 +845,43 @@ pub struct Delivery {
 
 /// A delivery record: `<OUTPUT_PREFIX>deliveries/<source key>/<sink>.json`. Claimed (`sending`)
 /// with a conditional write before the message is sent, `delivered` once the sink accepted it,
-/// `failed` when it did not, so that a retry sends only to the sinks that did not accept it.
+/// `failed` when it did not (or did not in time), so that a retry sends only to the sinks that
+/// did not accept it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct DeliveryRecord {
     idempotency_key: String,
     sink: String,
     state: String,
     unix: u64,
+    /// For a `sending` claim: the unix second from which it no longer holds, the deadline of
+    /// the invocation that made it (its send is cut there). Absent in older records: then
+    /// `unix + STALE_CLAIM_SECS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<u64>,
 }
 
-/// A `sending` claim older than this (the longest Lambda invocation) belongs to an invocation
-/// that died: it may be taken over.
+impl DeliveryRecord {
+    /// Whether this is a claim that another invocation may still be sending under.
+    fn is_live_claim(&self) -> bool {
+        self.state == "sending" && unix_now() < self.expires.unwrap_or(self.unix + STALE_CLAIM_SECS)
+    }
+}
+
+/// A `sending` claim made without a deadline (not in Lambda) holds this long, the longest
+/// Lambda invocation.
 const STALE_CLAIM_SECS: u64 = 15 * 60;
+/// No delivery is claimed with less time than this left before the deadline: the send could
+/// not finish.
+const MIN_SEND_TIME: Duration = Duration::from_secs(1);
+
+/// The unix second at which a claim made now stops holding: just after `deadline`, when the
+/// send it covers has been cut.
+fn claim_expiry(deadline: Option<Instant>) -> u64 {
+    unix_now()
+        + deadline.map_or(STALE_CLAIM_SECS, |d| {
+            d.saturating_duration_since(Instant::now()).as_secs() + 1
+        })
+}
 
 fn delivery_key(prefix: &str, source_key: &str, sink: &str) -> String {
     crate::manifest::fit_key(
@@ -856,7 +931,7 @@ async fn forward(
     let mut deliveries = Vec::new();
     for name in names {
         let key = delivery_key(&env.cfg.output_prefix, &manifest.source.key, name);
-        let delivery = deliver_once(env, out_bucket, &key, name, &msg, started).await;
+        let delivery = deliver_once(env, out_bucket, &key, name, &msg, started, deadline).await;
         match &delivery.error {
             None => {
                 info!(sink = name, outcome = delivery.outcome, latency_ms = ?delivery.latency_ms, "manifest forwarded")
@@ -878,6 +953,9 @@ async fn forward(
     }
 }
 
+/// Sends `msg` to one sink at most once per object version, through the delivery record at
+/// `key`. The claim holds until the deadline (recorded in it); the send is cut at the deadline,
+/// and a send that fails or is cut releases the claim (`failed`), so that the retry sends it.
 async fn deliver_once(
     env: &Env,
     out_bucket: &str,
@@ -885,13 +963,15 @@ async fn deliver_once(
     name: &'static str,
     msg: &sink::Outgoing,
     started: Instant,
+    deadline: Option<Instant>,
 ) -> Delivery {
-    let record = |state: &str| {
+    let record = |state: &str, expires: Option<u64>| {
         serde_json::to_vec(&DeliveryRecord {
             idempotency_key: msg.idempotency_key.clone(),
             sink: name.to_string(),
             state: state.to_string(),
             unix: unix_now(),
+            expires,
         })
         .expect("record serialises")
     };
@@ -901,6 +981,12 @@ async fn deliver_once(
         error: Some(error),
         latency_ms: None,
     };
+    if deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < MIN_SEND_TIME) {
+        return fail(
+            "failed",
+            "the invocation deadline is near: not sent, so that the retry sends it".into(),
+        );
+    }
     // Claim the delivery, so that concurrent duplicates never send twice.
     let condition = match env.s3.get_small(out_bucket, key).await {
         Err(e) => return fail("failed", e.to_string()),
@@ -916,11 +1002,7 @@ async fn deliver_once(
                         latency_ms: None,
                     };
                 }
-                Some(r)
-                    if r.idempotency_key == msg.idempotency_key
-                        && r.state == "sending"
-                        && unix_now().saturating_sub(r.unix) < STALE_CLAIM_SECS =>
-                {
+                Some(r) if r.idempotency_key == msg.idempotency_key && r.is_live_claim() => {
                     return fail(
                         "in_progress",
                         "another invocation is delivering this manifest".into(),
@@ -930,18 +1012,19 @@ async fn deliver_once(
             }
         }
     };
-    match env
+    let claim = env
         .s3
-        .put_small(
+        .put_output(
+            OutputKind::Delivery,
             out_bucket,
             key,
-            record("sending"),
+            record("sending", Some(claim_expiry(deadline))),
             "application/json",
             condition,
         )
-        .await
-    {
-        Ok(()) => {}
+        .await;
+    let claim_etag = match claim {
+        Ok(etag) => etag,
         Err(StoreError::PreconditionFailed) => {
             return fail(
                 "in_progress",
@@ -949,21 +1032,35 @@ async fn deliver_once(
             );
         }
         Err(e) => return fail("failed", e.to_string()),
-    }
-    let sent = env.sinks.send(name, msg).await;
+    };
+    let send = env.sinks.send(name, msg);
+    let sent = match deadline {
+        None => send.await,
+        Some(d) => tokio::time::timeout_at(d.into(), send)
+            .await
+            .unwrap_or_else(|_| {
+                // It may have been accepted all the same: the retry sends it again with the
+                // same idempotency key (duplicates over loss).
+                Err(sink::SinkError {
+                    sink: name,
+                    message: "not accepted before the invocation deadline".into(),
+                })
+            }),
+    };
     let state = if sent.is_ok() { "delivered" } else { "failed" };
-    let recorded = env
-        .s3
-        .put_small(
-            out_bucket,
-            key,
-            record(state),
-            "application/json",
-            Condition::None,
-        )
-        .await;
+    // After the deadline too (bound by the cleanup timeout), and only over our own claim: one
+    // that expired may have been taken over meanwhile.
+    let recorded = s3::as_cleanup(env.s3.put_output(
+        OutputKind::Delivery,
+        out_bucket,
+        key,
+        record(state, None),
+        "application/json",
+        claim_etag.map_or(Condition::None, Condition::IfMatch),
+    ))
+    .await;
     match (sent, recorded) {
-        (Ok(()), Ok(())) => Delivery {
+        (Ok(()), Ok(_)) => Delivery {
             sink: name,
             outcome: "delivered",
             error: None,

@@ -77,6 +77,9 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Without quotes.
     pub etag: Option<String>,
+    /// The object's `export-fetcher-output` metadata: set on every output the fetcher writes
+    /// (`part`, `manifest`, `delivery`), so that the loop guard knows an output wherever it lies.
+    pub output: Option<String>,
 }
 
 /// A precondition on a write.

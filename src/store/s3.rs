@@ -11,11 +11,13 @@
 //! signed payload would add a SHA-256 pass over every byte written, on top of the SHA-256 the
 //! manifest already records: 15% of the CPU of a 1 GiB export (measured; see BENCHMARKS.md).
 
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
@@ -26,15 +28,38 @@ use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::{OnceCell, Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::{
     Condition, ObjectInfo, ObjectSource, PartUpload, PartWriter, Pending, StoreError, Transient,
 };
 use crate::config::Sse;
 
-/// Size of one multipart part; objects smaller than this are written with one PUT.
+/// Size of one multipart part unless the configuration needs larger ones
+/// (`Limits::part_size`); objects smaller than a part are written with one PUT.
 pub const PART_SIZE: usize = 8 << 20;
+/// The user metadata that marks every object this adapter writes as an output of the fetcher
+/// (`x-amz-meta-export-fetcher-output: part | manifest | delivery`): the loop guard checks it, so
+/// an output is never processed as a Braze file, wherever it lies.
+pub const OUTPUT_METADATA: &str = "export-fetcher-output";
+
+/// What an output object is (the value of [`OUTPUT_METADATA`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    Part,
+    Manifest,
+    Delivery,
+}
+
+impl OutputKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Part => "part",
+            OutputKind::Manifest => "manifest",
+            OutputKind::Delivery => "delivery",
+        }
+    }
+}
 /// Uploads in flight at once per object, parts and single PUTs of small parts alike, across all
 /// of its parts (bounds upload memory to about `(PARALLEL_PARTS + 1) × PART_SIZE`).
 pub const PARALLEL_PARTS: usize = 2;
@@ -44,6 +69,122 @@ const PREFETCH_CHUNKS: usize = 16;
 const READ_ATTEMPTS: u32 = 5;
 /// A GET body that sends nothing for this long is treated as a dropped connection.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The longest attempt of an S3 request with no body to speak of, whatever the deadline.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+/// An upload's attempt may take `ATTEMPT_TIMEOUT` plus its bytes at this rate (a slow but
+/// working connection is not cut).
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 4 << 20;
+/// One attempt of a cleanup request (an abort, the release of a delivery claim), made after the
+/// work deadline; the SDK retries it within `CLEANUP_TIMEOUT`.
+const CLEANUP_ATTEMPT: Duration = Duration::from_secs(4);
+/// All attempts of one cleanup request.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest any single wait of this adapter lasts: a request attempt (an upload's attempt
+/// may add time for its bytes, but never outlasts the deadline), a stalled body, a cleanup
+/// request. Work waits end at the work deadline anyway; the Lambda margin after it
+/// (`handler::DEADLINE_MARGIN`) is longer than this, so that cleanup always fits.
+pub const LONGEST_WAIT: Duration = {
+    let mut longest = ATTEMPT_TIMEOUT;
+    if CHUNK_TIMEOUT.as_millis() > longest.as_millis() {
+        longest = CHUNK_TIMEOUT;
+    }
+    if CLEANUP_TIMEOUT.as_millis() > longest.as_millis() {
+        longest = CLEANUP_TIMEOUT;
+    }
+    longest
+};
+/// Below this much time left no request is started: it could not finish.
+const MIN_TIME_LEFT: Duration = Duration::from_millis(50);
+
+/// How long the S3 requests of the current work may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// No deadline (the CLI, tests): each attempt is still capped.
+    Unbounded,
+    /// Work of an invocation: every request ends by this instant.
+    Deadline(Instant),
+    /// Cleanup after the work (aborts, releasing a claim): not bound by the work deadline, but
+    /// by `CLEANUP_TIMEOUT`, which the Lambda margin leaves room for.
+    Cleanup,
+}
+
+tokio::task_local! {
+    /// The bound of the S3 requests made by the current task (see [`within_deadline`]).
+    static BOUND: Bound;
+}
+
+/// Runs `work` with every S3 request it makes (directly, or through the sources and writers it
+/// creates) ending by `deadline`: each attempt's timeout is the time left, at most
+/// [`ATTEMPT_TIMEOUT`], and no request starts once it has passed.
+pub async fn within_deadline<F: Future>(deadline: Option<Instant>, work: F) -> F::Output {
+    let bound = deadline.map_or(Bound::Unbounded, Bound::Deadline);
+    BOUND.scope(bound, work).await
+}
+
+/// Runs `work` (cleanup after the work deadline) with requests bound by [`CLEANUP_TIMEOUT`]
+/// instead of the deadline.
+pub async fn as_cleanup<F: Future>(work: F) -> F::Output {
+    BOUND.scope(Bound::Cleanup, work).await
+}
+
+impl Bound {
+    /// The bound of the current task.
+    pub fn current() -> Bound {
+        BOUND.try_with(|b| *b).unwrap_or(Bound::Unbounded)
+    }
+
+    /// The time left before the deadline (`None` without one).
+    pub fn time_left(self) -> Option<Duration> {
+        match self {
+            Bound::Deadline(d) => Some(d.saturating_duration_since(Instant::now())),
+            _ => None,
+        }
+    }
+
+    /// `Err` when the deadline has passed: the work stops, retryably.
+    pub fn check(self, what: &str) -> Result<(), StoreError> {
+        match self.time_left() {
+            Some(left) if left < MIN_TIME_LEFT => Err(StoreError::Transient(format!(
+                "the invocation deadline is near: {what} was not started, so that the object is retried"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Timeouts for one request with a body of `bytes`: an attempt at most the time left (and
+    /// at most `ATTEMPT_TIMEOUT` plus the body at a slow rate), all attempts within the time
+    /// left. `Err` when no time is left.
+    pub fn timeouts(self, bytes: u64, what: &str) -> Result<TimeoutConfig, StoreError> {
+        self.check(what)?;
+        let attempt = ATTEMPT_TIMEOUT + Duration::from_secs(bytes / MIN_UPLOAD_BYTES_PER_SEC);
+        let t = TimeoutConfig::builder();
+        Ok(match self {
+            Bound::Unbounded => t.operation_attempt_timeout(attempt).build(),
+            Bound::Deadline(_) => {
+                let left = self.time_left().unwrap_or_default();
+                t.operation_attempt_timeout(attempt.min(left))
+                    .operation_timeout(left)
+                    .build()
+            }
+            Bound::Cleanup => t
+                .operation_attempt_timeout(CLEANUP_ATTEMPT)
+                .operation_timeout(CLEANUP_TIMEOUT)
+                .build(),
+        })
+    }
+
+    /// [`Bound::timeouts`] as a per-request configuration override.
+    fn config(self, bytes: u64, what: &str) -> Result<aws_sdk_s3::config::Builder, StoreError> {
+        Ok(aws_sdk_s3::config::Builder::new().timeout_config(self.timeouts(bytes, what)?))
+    }
+
+    /// How long a GET body may send nothing: `CHUNK_TIMEOUT`, or less when the deadline is nearer.
+    fn chunk_timeout(self) -> Duration {
+        self.time_left()
+            .map_or(CHUNK_TIMEOUT, |left| left.min(CHUNK_TIMEOUT))
+    }
+}
 
 /// The S3 adapter: built once per cold start, shared by every invocation.
 #[derive(Clone)]
@@ -74,6 +215,8 @@ impl S3Store {
             .bucket(bucket)
             .key(key)
             .set_version_id(version_id.map(String::from))
+            .customize()
+            .config_override(Bound::current().config(0, "HeadObject")?)
             .send()
             .await
             .map_err(|e| classify(e, "HeadObject", key))?;
@@ -83,6 +226,7 @@ impl S3Store {
             version_id: out.version_id().map(String::from),
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: out.e_tag().map(|e| e.trim_matches('"').to_string()),
+            output: out.metadata().and_then(|m| m.get(OUTPUT_METADATA)).cloned(),
         })
     }
 
@@ -92,10 +236,12 @@ impl S3Store {
             client: self.client.clone(),
             handle,
             info: info.clone(),
+            bound: Bound::current(),
         }
     }
 
-    /// A blocking writer into `bucket` for the pipeline.
+    /// A blocking writer into `bucket` for the pipeline, in parts of [`PART_SIZE`] (see
+    /// [`S3Writer::with_part_size`]). Its requests keep the bound of the task that creates it.
     pub fn writer(&self, bucket: &str, handle: Handle) -> S3Writer {
         S3Writer {
             client: self.client.clone(),
@@ -104,6 +250,8 @@ impl S3Store {
             sse: self.sse.clone(),
             permits: Arc::new(Semaphore::new(PARALLEL_PARTS)),
             buffers: Arc::new(Mutex::new(Vec::new())),
+            part_size: PART_SIZE,
+            bound: Bound::current(),
         }
     }
 
@@ -118,6 +266,8 @@ impl S3Store {
             .get_object()
             .bucket(bucket)
             .key(key)
+            .customize()
+            .config_override(Bound::current().config(0, "GetObject")?)
             .send()
             .await
         {
@@ -130,15 +280,15 @@ impl S3Store {
             }
         };
         let etag = out.e_tag().unwrap_or_default().to_string();
-        let body = out
-            .body
-            .collect()
+        let body = tokio::time::timeout(Bound::current().chunk_timeout(), out.body.collect())
             .await
+            .map_err(|_| StoreError::Transient(format!("reading {key}: timed out")))?
             .map_err(|e| StoreError::Transient(format!("reading {key}: {e}")))?;
         Ok(Some((body.into_bytes().to_vec(), etag)))
     }
 
-    /// A PUT of a small object with a CRC-32C checksum, SSE and an optional precondition.
+    /// A PUT of a small object with a CRC-32C checksum, SSE and an optional precondition,
+    /// marked as a manifest ([`OUTPUT_METADATA`]).
     pub async fn put_small(
         &self,
         bucket: &str,
@@ -147,12 +297,37 @@ impl S3Store {
         content_type: &str,
         condition: Condition,
     ) -> Result<(), StoreError> {
+        self.put_output(
+            OutputKind::Manifest,
+            bucket,
+            key,
+            body,
+            content_type,
+            condition,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A PUT of a small output of `kind`, as [`S3Store::put_small`]; returns the new ETag
+    /// (with its quotes, as `Condition::IfMatch` takes it).
+    pub async fn put_output(
+        &self,
+        kind: OutputKind,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        condition: Condition,
+    ) -> Result<Option<String>, StoreError> {
+        let timeouts = Bound::current().config(body.len() as u64, "PutObject")?;
         let mut req = self
             .client
             .put_object()
             .bucket(bucket)
             .key(key)
             .content_type(content_type)
+            .metadata(OUTPUT_METADATA, kind.as_str())
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(body));
         req = match condition {
@@ -165,9 +340,10 @@ impl S3Store {
         // a signed payload would hash every byte once more with SHA-256 (see the module docs).
         req.customize()
             .disable_payload_signing()
+            .config_override(timeouts)
             .send()
             .await
-            .map(|_| ())
+            .map(|out| out.e_tag().map(String::from))
             .map_err(|e| classify(e, "PutObject", key))
     }
 }
@@ -226,6 +402,7 @@ pub struct S3Source {
     client: Client,
     handle: Handle,
     info: ObjectInfo,
+    bound: Bound,
 }
 
 impl ObjectSource for S3Source {
@@ -258,9 +435,11 @@ struct RangeReader<'a> {
 }
 
 impl RangeReader<'_> {
-    fn open(&mut self) {
+    fn open(&mut self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel(PREFETCH_CHUNKS);
         let s = self.source;
+        let bound = s.bound;
+        let timeouts = bound.config(0, "GetObject")?;
         let req = s
             .client
             .get_object()
@@ -268,7 +447,9 @@ impl RangeReader<'_> {
             .key(&s.info.key)
             .set_version_id(s.info.version_id.clone())
             .set_if_match(s.info.etag.as_ref().map(|e| format!("\"{e}\"")))
-            .range(format!("bytes={}-{}", self.pos, self.end - 1));
+            .range(format!("bytes={}-{}", self.pos, self.end - 1))
+            .customize()
+            .config_override(timeouts);
         let key = s.info.key.clone();
         s.handle.spawn(async move {
             let mut out = match req.send().await {
@@ -279,11 +460,12 @@ impl RangeReader<'_> {
                 }
             };
             loop {
-                let next = tokio::time::timeout(CHUNK_TIMEOUT, out.body.next()).await;
+                let wait = bound.chunk_timeout();
+                let next = tokio::time::timeout(wait, out.body.next()).await;
                 let Ok(next) = next else {
                     let _ = tx
                         .send(Err(StoreError::Transient(format!(
-                            "reading {key:?} stalled for {CHUNK_TIMEOUT:?}"
+                            "reading {key:?} stalled for {wait:?}"
                         ))))
                         .await;
                     return;
@@ -307,6 +489,7 @@ impl RangeReader<'_> {
             }
         });
         self.rx = Some(rx);
+        Ok(())
     }
 }
 
@@ -324,7 +507,7 @@ impl Read for RangeReader<'_> {
                 return Ok(0);
             }
             if self.rx.is_none() {
-                self.open();
+                self.open().map_err(StoreError::into_io)?;
             }
             let next = self.rx.as_mut().expect("opened").blocking_recv();
             let failure = match next {
@@ -358,6 +541,12 @@ impl Read for RangeReader<'_> {
                     "giving up after {READ_ATTEMPTS} resumed reads: {failure}"
                 ))));
             }
+            // No resumption past the deadline: the object is retried by the next invocation.
+            if self.source.bound.check("resuming a read").is_err() {
+                return Err(io::Error::other(Transient(format!(
+                    "the invocation deadline is near, not resuming: {failure}"
+                ))));
+            }
             warn!(
                 key = %crate::sanitize_for_log(&self.source.info.key),
                 offset = self.pos,
@@ -365,7 +554,13 @@ impl Read for RangeReader<'_> {
                 error = %failure,
                 "resuming read"
             );
-            std::thread::sleep(Duration::from_millis(100 << self.failures.min(5)));
+            let backoff = Duration::from_millis(100 << self.failures.min(5));
+            std::thread::sleep(
+                self.source
+                    .bound
+                    .time_left()
+                    .map_or(backoff, |l| l.min(backoff)),
+            );
         }
     }
 }
@@ -384,6 +579,10 @@ pub struct S3Writer {
     /// allocation per part leaves the allocator holding freed ones (peak RSS of a 1 GiB zip on
     /// the S3 path varied from 68 to 98 MiB with it).
     buffers: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Bytes per multipart part.
+    part_size: usize,
+    /// The bound of every request, taken from the task that created the writer.
+    bound: Bound,
 }
 
 impl PartWriter for S3Writer {
@@ -406,18 +605,28 @@ impl PartWriter for S3Writer {
     fn put(&self, key: &str, body: &[u8]) -> io::Result<()> {
         let store = S3Store::new(self.client.clone(), self.sse.clone());
         self.handle
-            .block_on(store.put_small(
-                &self.bucket,
-                key,
-                body.to_vec(),
-                "application/octet-stream",
-                Condition::None,
+            .block_on(BOUND.scope(
+                self.bound,
+                store.put_small(
+                    &self.bucket,
+                    key,
+                    body.to_vec(),
+                    "application/octet-stream",
+                    Condition::None,
+                ),
             ))
             .map_err(StoreError::into_io)
     }
 }
 
 impl S3Writer {
+    /// The same writer with parts of `part_size` bytes (at least [`PART_SIZE`]): large enough
+    /// that the largest output fits in S3's 10,000 parts (`Limits::part_size`).
+    pub fn with_part_size(mut self, part_size: usize) -> S3Writer {
+        self.part_size = part_size.max(PART_SIZE);
+        self
+    }
+
     /// An empty part buffer: a reused one when there is one.
     fn buffer(&self, or_capacity: usize) -> Vec<u8> {
         let reused = self.buffers.lock().ok().and_then(|mut b| b.pop());
@@ -442,15 +651,67 @@ fn pending(handle: Handle, task: JoinHandle<Result<(), StoreError>>) -> Pending 
     })
 }
 
-/// Best effort: a multipart upload left behind is removed by the bucket's lifecycle rule.
+/// Aborts a multipart upload that will not be completed, so that its parts are not kept (and
+/// billed) on a bucket without a lifecycle rule. Runs after the work deadline too: bound by
+/// [`CLEANUP_TIMEOUT`], retried by the SDK within it.
 async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str) {
+    let Ok(timeouts) = Bound::Cleanup.config(0, "AbortMultipartUpload") else {
+        return;
+    };
     let req = client
         .abort_multipart_upload()
         .bucket(bucket)
         .key(key)
-        .upload_id(upload_id);
-    if let Err(e) = req.send().await {
-        warn!(key = %crate::sanitize_for_log(key), error = %e, "abort of multipart upload failed; a lifecycle rule cleans it up");
+        .upload_id(upload_id)
+        .customize()
+        .config_override(timeouts);
+    match req.send().await {
+        Ok(_) => debug!(key = %crate::sanitize_for_log(key), "multipart upload aborted"),
+        Err(e) => match classify(e, "AbortMultipartUpload", key) {
+            // Already gone (aborted or completed by an earlier attempt).
+            StoreError::NotFound(_) => {}
+            e => error!(
+                key = %crate::sanitize_for_log(key),
+                upload_id,
+                error = %e,
+                "abort of multipart upload failed: its parts stay until a lifecycle rule or a retry removes them"
+            ),
+        },
+    }
+}
+
+/// Aborts the open multipart uploads of `key` but `except`: those S3 started for a
+/// CreateMultipartUpload whose answer never came (their id is known only by listing), and those
+/// an invocation killed mid-upload left. An upload of a concurrent duplicate is aborted too: it
+/// fails retryably, and its retry finds the output written here.
+async fn abort_open_uploads(client: &Client, bucket: &str, key: &str, except: Option<&str>) {
+    let Ok(timeouts) = Bound::Cleanup.config(0, "ListMultipartUploads") else {
+        return;
+    };
+    let listed = client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .prefix(key)
+        .customize()
+        .config_override(timeouts)
+        .send()
+        .await;
+    let uploads = match listed {
+        Ok(out) => out.uploads.unwrap_or_default(),
+        Err(e) => {
+            let e = classify(e, "ListMultipartUploads", key);
+            error!(key = %crate::sanitize_for_log(key), error = %e, "cannot list the multipart uploads left open");
+            return;
+        }
+    };
+    for upload in uploads {
+        if upload.key() == Some(key)
+            && let Some(id) = upload.upload_id()
+            && Some(id) != except
+        {
+            warn!(key = %crate::sanitize_for_log(key), upload_id = id, "aborting a multipart upload left open");
+            abort_upload(client, bucket, key, id).await;
+        }
     }
 }
 
@@ -461,19 +722,36 @@ async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str)
 struct UploadId {
     cell: Arc<OnceCell<Result<String, StoreError>>>,
     create: CreateMultipartUploadFluentBuilder,
+    client: Client,
+    bucket: String,
     key: String,
+    bound: Bound,
 }
 
 impl UploadId {
     async fn get(&self) -> Result<String, StoreError> {
         self.cell
             .get_or_init(|| async {
-                let out = self
+                let timeouts = self.bound.config(0, "CreateMultipartUpload")?;
+                let out = match self
                     .create
                     .clone()
+                    .customize()
+                    .config_override(timeouts)
                     .send()
                     .await
-                    .map_err(|e| classify(e, "CreateMultipartUpload", &self.key))?;
+                {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let e = classify(e, "CreateMultipartUpload", &self.key);
+                        if !matches!(e, StoreError::Permanent(_)) {
+                            // S3 may have created it with the answer lost (a timeout): the id
+                            // is unknown, so the upload is found by listing.
+                            abort_open_uploads(&self.client, &self.bucket, &self.key, None).await;
+                        }
+                        return Err(e);
+                    }
+                };
                 out.upload_id().map(String::from).ok_or_else(|| {
                     StoreError::Transient("CreateMultipartUpload returned no id".into())
                 })
@@ -502,6 +780,7 @@ fn start_multipart(w: &S3Writer, key: &str) -> UploadId {
         .create_multipart_upload()
         .bucket(&w.bucket)
         .key(key)
+        .metadata(OUTPUT_METADATA, OutputKind::Part.as_str())
         .checksum_algorithm(ChecksumAlgorithm::Crc32C);
     req = match &w.sse {
         Sse::None => req,
@@ -513,7 +792,10 @@ fn start_multipart(w: &S3Writer, key: &str) -> UploadId {
     UploadId {
         cell: Arc::new(OnceCell::new()),
         create: req,
+        client: w.client.clone(),
+        bucket: w.bucket.clone(),
         key: key.to_string(),
+        bound: w.bound,
     }
 }
 
@@ -526,7 +808,9 @@ impl S3Upload<'_> {
             .get_or_insert_with(|| start_multipart(w, &self.key))
             .clone();
         let permit = w.slot()?;
-        let body = Bytes::from(std::mem::replace(&mut self.buf, w.buffer(PART_SIZE)));
+        let body = Bytes::from(std::mem::replace(&mut self.buf, w.buffer(w.part_size)));
+        let bytes = body.len() as u64;
+        let bound = w.bound;
         let returned = (body.clone(), w.buffers.clone());
         let number = self.next_part;
         self.next_part += 1;
@@ -540,16 +824,17 @@ impl S3Upload<'_> {
             .body(ByteStream::from(body));
         let key = self.key.clone();
         self.in_flight.push(w.handle.spawn(async move {
-            let out = match upload.get().await {
+            let out = match (upload.get().await, bound.config(bytes, "UploadPart")) {
                 // Unsigned payload, as for `put_small` (see the module docs).
-                Ok(upload_id) => req
+                (Ok(upload_id), Ok(timeouts)) => req
                     .upload_id(upload_id)
                     .customize()
                     .disable_payload_signing()
+                    .config_override(timeouts)
                     .send()
                     .await
                     .map_err(|e| classify(e, "UploadPart", &key)),
-                Err(e) => Err(e),
+                (Err(e), _) | (_, Err(e)) => Err(e),
             };
             // The request is over, so ours is the last reference to the body: take the buffer
             // back before the slot is freed, for the part that will take the slot.
@@ -590,16 +875,17 @@ impl S3Upload<'_> {
             let body = std::mem::take(&mut self.buf);
             let permit = w.slot()?;
             let store = S3Store::new(client, w.sse.clone());
+            let bound = w.bound;
             let task = w.handle.spawn(async move {
-                let result = store
-                    .put_small(
-                        &bucket,
-                        &key,
-                        body,
-                        "application/octet-stream",
-                        Condition::None,
-                    )
-                    .await;
+                let put = store.put_output(
+                    OutputKind::Part,
+                    &bucket,
+                    &key,
+                    body,
+                    "application/octet-stream",
+                    Condition::None,
+                );
+                let result = BOUND.scope(bound, put).await.map(|_| ());
                 drop(permit);
                 result
             });
@@ -613,6 +899,7 @@ impl S3Upload<'_> {
         let number_of_parts = self.next_part - 1;
         // From here on the task owns the upload: it completes it or aborts it.
         let upload = self.upload.take().expect("multipart started");
+        let bound = w.bound;
         let task = w.handle.spawn(async move {
             let result = async {
                 for handle in in_flight {
@@ -633,6 +920,8 @@ impl S3Upload<'_> {
                             .set_parts(Some(parts))
                             .build(),
                     )
+                    .customize()
+                    .config_override(bound.config(0, "CompleteMultipartUpload")?)
                     .send()
                     .await
                     .map_err(|e| classify(e, "CompleteMultipartUpload", &key))
@@ -641,6 +930,10 @@ impl S3Upload<'_> {
             match &result {
                 Ok(_) => {
                     debug!(key = %crate::sanitize_for_log(&key), parts = number_of_parts, "multipart upload complete");
+                    // Uploads of this key left by an earlier, killed attempt.
+                    if let Some(Ok(upload_id)) = upload.cell.get() {
+                        abort_open_uploads(&client, &bucket, &key, Some(upload_id)).await;
+                    }
                 }
                 Err(_) => {
                     if let Some(Ok(upload_id)) = upload.cell.get() {
@@ -672,13 +965,14 @@ impl S3Upload<'_> {
 
 impl Write for S3Upload<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = PART_SIZE - self.buf.len();
+        let part_size = self.writer.part_size;
+        let room = part_size - self.buf.len();
         let n = data.len().min(room);
         if self.buf.capacity() == 0 {
-            self.buf = self.writer.buffer(PART_SIZE.min(1 << 20));
+            self.buf = self.writer.buffer(part_size.min(1 << 20));
         }
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == PART_SIZE {
+        if self.buf.len() == part_size {
             self.ship_part().map_err(StoreError::into_io)?;
         }
         Ok(n)

@@ -2,6 +2,7 @@
 
 mod aws;
 mod exactly_once_ack;
+mod exactly_once_deadlines;
 mod fixtures;
 mod hostile_keys;
 mod hostile_zip;
