@@ -73,6 +73,8 @@ struct Entry {
     /// Where the next entry's local header (or the central directory) starts: the member's data
     /// must end at or before it.
     limit: u64,
+    /// Where the member's data ends, once its local header has been read.
+    data_end: Option<u64>,
 }
 
 pub struct Archive<R> {
@@ -393,6 +395,7 @@ fn read_directory<R: Read + Seek>(
             crc32,
             local_offset,
             limit: 0,
+            data_end: None,
         });
     }
     if entries.len() as u64 != dir.entries {
@@ -600,6 +603,7 @@ impl<R: Read + Seek + Send> Archive<R> {
                 entry.info.stored_name
             )));
         }
+        self.entries[member.index].data_end = Some(data_end);
         self.reader
             .seek(SeekFrom::Start(data_start))
             .map_err(ArchiveError::Io)?;
@@ -636,6 +640,75 @@ impl<R: Read + Seek + Send> Archive<R> {
             verified: false,
         };
         Ok(Box::new(Capped::new(checked, budget)))
+    }
+}
+
+impl<R: Read + Seek + Send> Archive<R> {
+    /// Checks the bytes between the end of `member`'s data and the next entry (or the central
+    /// directory): past an optional data descriptor they must not hold a local header, which
+    /// would be a member that no central-directory entry names (hidden from the index). Call it
+    /// after the member's stream has been read; the bytes follow it, so a streaming source reads
+    /// on instead of seeking.
+    pub fn check_gap_after(&mut self, member: &MemberInfo) -> Result<(), ArchiveError> {
+        let Some(entry) = self.entries.get(member.index) else {
+            return Ok(());
+        };
+        let Some(start) = entry.data_end else {
+            return Ok(());
+        };
+        let len = entry.limit.saturating_sub(start);
+        if len < 4 {
+            return Ok(());
+        }
+        let descriptor = entry.flags & FLAG_DESCRIPTOR != 0;
+        let zip64 =
+            entry.info.size >= u32::MAX as u64 || entry.info.compressed_size >= u32::MAX as u64;
+        let name = entry.info.stored_name.clone();
+        self.reader
+            .seek(SeekFrom::Start(start))
+            .map_err(ArchiveError::Io)?;
+        let mut gap = (&mut self.reader).take(len);
+        let mut buf = vec![0u8; 64 * 1024];
+        // The last 3 bytes of the previous read, so that a signature across reads is found.
+        let mut carry: Vec<u8> = Vec::new();
+        let mut at = start;
+        let mut skip = 0u64;
+        let mut first = true;
+        loop {
+            let n = gap.read(&mut buf).map_err(ArchiveError::Io)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let mut chunk = &buf[..n];
+            if first {
+                first = false;
+                if descriptor {
+                    let signed = chunk.starts_with(b"PK\x07\x08");
+                    skip = match (signed, zip64) {
+                        (true, true) => 24,
+                        (true, false) => 16,
+                        (false, true) => 20,
+                        (false, false) => 12,
+                    };
+                }
+            }
+            let skipped = skip.min(chunk.len() as u64) as usize;
+            skip -= skipped as u64;
+            chunk = &chunk[skipped..];
+            at += skipped as u64;
+            let mut window = std::mem::take(&mut carry);
+            let window_start = at - window.len() as u64;
+            window.extend_from_slice(chunk);
+            if let Some(i) = memchr::memmem::find(&window, &LOCAL_SIG.to_le_bytes()) {
+                return Err(ArchiveError::Inconsistent(format!(
+                    "a local header at offset {} after the data of entry {name:?} belongs to no \
+                     central directory entry (a hidden member)",
+                    window_start + i as u64
+                )));
+            }
+            at += chunk.len() as u64;
+            carry = window[window.len().saturating_sub(3)..].to_vec();
+        }
     }
 }
 

@@ -348,10 +348,12 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
     }
     for member in members.iter().filter(|m| !m.is_dir) {
         let container = format!("zip member {:?}", member.name);
+        let mut read_to_end = false;
         match archive.open_member(member, &ctx.budget) {
             Ok(mut stream) => {
                 let processed =
                     process_part(ctx, &member.name, member.compressed_size, &mut stream);
+                read_to_end = processed.2.is_none();
                 push_part(ctx, manifest, processed, &container);
             }
             Err(e) => {
@@ -368,6 +370,13 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
                     part: Some(member.name.clone()),
                 });
             }
+        }
+        if read_to_end && let Err(e) = archive.check_gap_after(member) {
+            let message = archive_error_message(ctx, e);
+            manifest.errors.push(ObjectError {
+                message,
+                part: None,
+            });
         }
         if ctx.retryable.is_some() {
             // The source is failing: stop here, the whole object will be retried.

@@ -24,6 +24,8 @@ struct Member {
     local_size: Option<u32>,
     /// Point the central entry at another member's local header (by index).
     same_offset_as: Option<usize>,
+    /// Written as a local entry only, with no central-directory entry naming it.
+    hidden: bool,
 }
 
 fn deflate(data: &[u8]) -> Vec<u8> {
@@ -48,6 +50,7 @@ fn member(name: &str, data: &[u8], deflated: bool) -> Member {
         local_crc: None,
         local_size: None,
         same_offset_as: None,
+        hidden: false,
     }
 }
 
@@ -89,7 +92,7 @@ fn build(members: &[Member], layout: &Layout) -> Vec<u8> {
         out.extend_from_slice(&m.stored);
     }
     let cd_start = out.len();
-    for (i, m) in members.iter().enumerate() {
+    for (i, m) in members.iter().enumerate().filter(|(_, m)| !m.hidden) {
         let offset = m.same_offset_as.map(|j| offsets[j]).unwrap_or(offsets[i]);
         out.extend_from_slice(b"PK\x01\x02");
         out.extend_from_slice(&0x031eu16.to_le_bytes());
@@ -107,7 +110,8 @@ fn build(members: &[Member], layout: &Layout) -> Vec<u8> {
         out.extend_from_slice(&m.name);
     }
     let cd_len = out.len() - cd_start;
-    let count = layout.declared_entries.unwrap_or(members.len() as u16);
+    let listed = members.iter().filter(|m| !m.hidden).count();
+    let count = layout.declared_entries.unwrap_or(listed as u16);
     out.extend_from_slice(b"PK\x05\x06");
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&count.to_le_bytes());
@@ -341,4 +345,25 @@ fn zip_of_many_small_members_shares_one_expansion_budget() {
     let run = index_bytes(&build(&liars, &Layout::default()), KEY, &[]);
     run.assert_failed();
     assert_eq!(run.m()["totals"]["records"], 0, "{}", run.describe());
+}
+
+#[test]
+fn zip_local_entry_named_by_no_directory_entry_is_failed() {
+    // A member between two listed ones that the central directory does not name: reading the
+    // directory alone would index fewer records than the archive holds.
+    let parts: Vec<TextPart> = (0..3).map(|k| users(960 + k, 30)).collect();
+    let mut members: Vec<Member> = parts
+        .iter()
+        .enumerate()
+        .map(|(k, p)| member(&format!("p{k}.txt"), &p.bytes, true))
+        .collect();
+    for hidden in [1, 2] {
+        members.iter_mut().for_each(|m| m.hidden = false);
+        members[hidden].hidden = true;
+        let run = index_bytes(&build(&members, &Layout::default()), KEY, &[]);
+        assert_failed_naming(&run, "belongs to no central directory entry");
+    }
+    // Data descriptors between members are not mistaken for hidden members.
+    let zip = zip_streaming(&[("a.txt", &parts[0].bytes), ("b.txt", &parts[1].bytes)]);
+    index_bytes(&zip, KEY, &[]).assert_status("complete");
 }
