@@ -1,6 +1,7 @@
 //! Integration tests for `export-fetcher` (one test binary: `cargo test --test it`).
 
 mod aws;
+mod exactly_once_versions;
 mod fixtures;
 mod index_cli;
 mod lambda_s3;
