@@ -29,7 +29,7 @@ use crate::index::{self, FormatError, Indexed, Options, SNIFF_LEN};
 use crate::manifest::{
     Braze, Compression, Failure, FailureCause, Format, Kind, MANIFEST_VERSION, Manifest,
     ObjectError, Output, Part, Producer, Source, Status, Totals, manifest_key, now_rfc3339,
-    part_key, part_key_of, sanitize_part_name,
+    part_key_of, sanitize_part_name,
 };
 use crate::sink::{self, Sinks};
 use crate::store::s3::S3Store;
@@ -764,21 +764,6 @@ pub async fn process_event(
             meta.sequencer.as_deref().unwrap_or("")
         ));
     }
-    // What the part keys hold, listed before the source is looked at: parts are written only
-    // over exactly that (see `S3Writer::expecting`), so a run whose source was overwritten
-    // after it was read never lands its parts over those of the run of the new bytes.
-    let parts_before = match env
-        .s3
-        .etags_under(&out_bucket, &part_key(&cfg.output_prefix, &ev.key, ""))
-        .await
-    {
-        Ok(etags) => etags,
-        Err(e) => {
-            return ObjectOutcome::Retry {
-                error: e.to_string(),
-            };
-        }
-    };
     let info = match current_object(env, ev).await {
         Ok(Ok(info)) => info,
         Ok(Err(reason)) => return superseded(reason),
@@ -810,8 +795,7 @@ pub async fn process_event(
     meta.version_id = info.version_id.clone();
     let handle = tokio::runtime::Handle::current();
     let source: Arc<dyn ObjectSource> = Arc::new(env.s3.source(&info, handle.clone()));
-    let writer: Arc<dyn PartWriter> =
-        Arc::new(env.s3.writer(&out_bucket, handle).expecting(parts_before));
+    let writer: Arc<dyn PartWriter> = Arc::new(env.s3.writer(&out_bucket, handle));
     let outcome = run(source, meta, cfg.clone(), Some(writer), deadline).await;
     if let Some(error) = outcome.retryable {
         return ObjectOutcome::Retry { error };

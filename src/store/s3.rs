@@ -11,7 +11,6 @@
 //! signed payload would add a SHA-256 pass over every byte written, on top of the SHA-256 the
 //! manifest already records: 15% of the CPU of a 1 GiB export (measured; see BENCHMARKS.md).
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,37 +106,6 @@ impl S3Store {
             sse: self.sse.clone(),
             permits: Arc::new(Semaphore::new(PARALLEL_PARTS)),
             buffers: Arc::new(Mutex::new(Vec::new())),
-            expected: None,
-        }
-    }
-
-    /// The ETag of every object under `prefix`, by key (ListObjectsV2, every page).
-    pub async fn etags_under(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> Result<HashMap<String, String>, StoreError> {
-        let mut etags = HashMap::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| classify(e, "ListObjectsV2", prefix))?;
-            for object in page.contents() {
-                if let (Some(key), Some(etag)) = (object.key(), object.e_tag()) {
-                    etags.insert(key.to_string(), etag.to_string());
-                }
-            }
-            match page.next_continuation_token() {
-                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
-                _ => return Ok(etags),
-            }
         }
     }
 
@@ -425,10 +393,6 @@ pub struct S3Writer {
     /// allocation per part leaves the allocator holding freed ones (peak RSS of a 1 GiB zip on
     /// the S3 path varied from 68 to 98 MiB with it).
     buffers: Arc<Mutex<Vec<Vec<u8>>>>,
-    /// When set, what each part key held (its ETag) before the run looked at its source: a part
-    /// is written only over exactly that (`If-Match`), or only where nothing is
-    /// (`If-None-Match: *`). See [`S3Writer::expecting`].
-    expected: Option<Arc<HashMap<String, String>>>,
 }
 
 impl PartWriter for S3Writer {
@@ -463,25 +427,6 @@ impl PartWriter for S3Writer {
 }
 
 impl S3Writer {
-    /// Writes parts conditionally on `before`, the ETags of the part keys listed before the
-    /// source was read (absent: nothing there). A run that read an object before it was
-    /// overwritten can finish an upload after the run of the new bytes wrote the same key: that
-    /// write then fails (412, retried) instead of landing over the newer part.
-    pub fn expecting(mut self, before: HashMap<String, String>) -> Self {
-        self.expected = Some(Arc::new(before));
-        self
-    }
-
-    /// The precondition of the write that makes `key` visible.
-    fn condition_for(&self, key: &str) -> Condition {
-        match &self.expected {
-            None => Condition::None,
-            Some(before) => before.get(key).map_or(Condition::IfNoneMatch, |etag| {
-                Condition::IfMatch(etag.clone())
-            }),
-        }
-    }
-
     /// An empty part buffer: a reused one when there is one.
     fn buffer(&self, or_capacity: usize) -> Vec<u8> {
         let reused = self.buffers.lock().ok().and_then(|mut b| b.pop());
@@ -650,14 +595,19 @@ impl S3Upload<'_> {
     fn finish_inner(&mut self) -> Result<Pending, StoreError> {
         let w = self.writer;
         let (client, bucket, key) = (w.client.clone(), w.bucket.clone(), self.key.clone());
-        let condition = w.condition_for(&key);
         if self.upload.is_none() {
             let body = std::mem::take(&mut self.buf);
             let permit = w.slot()?;
             let store = S3Store::new(client, w.sse.clone());
             let task = w.handle.spawn(async move {
                 let result = store
-                    .put_small(&bucket, &key, body, "application/octet-stream", condition)
+                    .put_small(
+                        &bucket,
+                        &key,
+                        body,
+                        "application/octet-stream",
+                        Condition::None,
+                    )
                     .await;
                 drop(permit);
                 result
@@ -687,11 +637,6 @@ impl S3Upload<'_> {
                     .bucket(&bucket)
                     .key(&key)
                     .upload_id(upload_id)
-                    .set_if_match(match &condition {
-                        Condition::IfMatch(etag) => Some(etag.clone()),
-                        _ => None,
-                    })
-                    .set_if_none_match((condition == Condition::IfNoneMatch).then(|| "*".into()))
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))

@@ -472,48 +472,6 @@ async fn unversioned_overwrite_mid_run_never_certifies_wrong_bytes() {
     assert_eq!(get(&s3, BUCKET, part).await.unwrap(), second);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unversioned_late_part_of_an_overwritten_run_never_lands_over_the_newer() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    let key = "exports/late-part.jsonl";
-    let old = b"{\"v\":\"old\"}\n".to_vec();
-    let new = b"{\"v\":\"new\"}\n{\"v\":\"new\"}\n".to_vec();
-    put(&s3, BUCKET, key, old).await;
-
-    // The run of the old bytes has read them all and is about to write its part when the
-    // object is overwritten and the new bytes are processed from start to end.
-    let upstream = moto.endpoint.clone();
-    let newer: Arc<Mutex<Option<String>>> = Arc::default();
-    let (newer2, new2) = (newer.clone(), new.clone());
-    let rule = hook(is_part_write, move || {
-        let (upstream, new) = (upstream.clone(), new2.clone());
-        let o = on_the_side(async move || {
-            put(&s3_client(&upstream), BUCKET, key, new).await;
-            let env = env_at(&upstream, Config::default());
-            outcome(&env, s3_event(BUCKET, key)).await
-        });
-        *newer2.lock().unwrap() = Some(o);
-    });
-    let proxy = FaultProxy::start(&moto.endpoint, rule);
-    let env = env_at(&proxy.endpoint, Config::default());
-    let older = outcome(&env, s3_event(BUCKET, key)).await;
-
-    assert_eq!(newer.lock().unwrap().take().as_deref(), Some("done"));
-    assert_eq!(older, "retry", "the late part write fails its precondition");
-    let part = format!("export-fetcher/parts/{key}/late-part.jsonl");
-    assert_eq!(
-        get(&s3, BUCKET, &part).await.unwrap(),
-        new,
-        "the part still holds the bytes its manifest certifies"
-    );
-    let m = manifest(&s3, BUCKET, key).await.unwrap();
-    assert_eq!(m["parts"][0]["sha256"], sha256_hex(&new));
-    // The retry of the old notification finds the new bytes done.
-    assert_eq!(outcome(&env, s3_event(BUCKET, key)).await, "duplicate");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Failure causes
 // ---------------------------------------------------------------------------------------------
