@@ -9,7 +9,7 @@
 //!   [`Outcome::retryable`], so the caller retries instead of publishing the manifest.
 //!
 //! A `failed` manifest says what its failure is a property of ([`FailureCause`], decided in one
-//! place, [`cause_of`]): the object (corrupt, truncated, not decodable), which a redelivered
+//! place, `cause_of`): the object (corrupt, truncated, not decodable), which a redelivered
 //! notification leaves alone; the environment (a limit crossed, permissions), or an object
 //! that was missing, which a redelivered notification processes again.
 
