@@ -149,7 +149,9 @@ fn describe(bucket: &str, key: &str, outcome: &ObjectOutcome) -> Value {
             v["manifest_key"] = json!(manifest_key);
             v["deliveries"] = json!(deliveries);
         }
-        ObjectOutcome::Skipped { reason } => v["reason"] = json!(reason),
+        ObjectOutcome::Skipped { reason } | ObjectOutcome::Superseded { reason } => {
+            v["reason"] = json!(reason)
+        }
         ObjectOutcome::Retry { error } => v["error"] = json!(error),
     }
     v

@@ -222,6 +222,45 @@ impl Default for Producer {
     }
 }
 
+/// What a `failed` manifest's failure is a property of, and so whether a redelivered
+/// notification processes the object again (see [`FailureCause::reprocess_on_redelivery`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The bytes themselves: corrupt, truncated, not decodable, an encrypted archive. Processing
+    /// them again gives the same manifest, so a redelivery does not.
+    Object,
+    /// The environment: a decompression limit crossed (a limit set too low; a bomb crosses one
+    /// too, and costs at most the limit each time), permissions, the network. Processed again on
+    /// redelivery.
+    Environment,
+    /// The object did not exist (any more) when its notification was processed. Any later
+    /// upload of the key is processed in full, even with the same bytes.
+    Missing,
+}
+
+impl FailureCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCause::Object => "object",
+            FailureCause::Environment => "environment",
+            FailureCause::Missing => "missing",
+        }
+    }
+
+    /// Whether a manifest failed for this cause still counts as the object's result when the
+    /// notification comes again: only when the object is at fault.
+    pub fn reprocess_on_redelivery(self) -> bool {
+        !matches!(self, FailureCause::Object)
+    }
+}
+
+/// Why the manifest is `failed` (present only then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub cause: FailureCause,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub manifest_version: u32,
@@ -233,6 +272,10 @@ pub struct Manifest {
     pub parts: Vec<Part>,
     pub totals: Totals,
     pub errors: Vec<ObjectError>,
+    /// Set on `failed` manifests: whether the object or the environment is at fault. Absent in
+    /// manifests written before the field existed (read as `object`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub failure: Option<Failure>,
     pub manifest_key: String,
     pub processed_at: String,
     pub duration_ms: u64,
@@ -309,6 +352,22 @@ pub fn fit_key(key: String, keep: &str) -> String {
         cut -= 1;
     }
     format!("{}~{hash}{keep}", &key[..cut])
+}
+
+/// The part key of one version of the source: [`part_key`] for an object without a version id
+/// (unchanged), `<prefix>parts/<source key>/@<version id>/<part name>` for a versioned one, so
+/// that the parts of two versions of a key never overwrite each other: a run of an older
+/// version, late or concurrent, cannot change the bytes a newer version's manifest certifies.
+pub fn part_key_of(
+    output_prefix: &str,
+    source_key: &str,
+    version_id: Option<&str>,
+    part_name: &str,
+) -> String {
+    match version_id.filter(|v| !v.is_empty() && *v != "null") {
+        None => part_key(output_prefix, source_key, part_name),
+        Some(v) => format!("{output_prefix}parts/{source_key}/@{v}/{part_name}"),
+    }
 }
 
 /// Turns an archive member name into a relative path that cannot escape its parent folder:
@@ -398,6 +457,31 @@ mod tests {
             part_key("export-fetcher/", "a/b.zip", "m.txt"),
             "export-fetcher/parts/a/b.zip/m.txt"
         );
+        for unversioned in [None, Some("null"), Some("")] {
+            assert_eq!(
+                part_key_of("p/", "a/b.zip", unversioned, "m.txt"),
+                "p/parts/a/b.zip/m.txt",
+                "{unversioned:?}"
+            );
+        }
+        assert_eq!(
+            part_key_of("p/", "a/b.zip", Some("3HL4kqtJlcpXroDTDmJ"), "m.txt"),
+            "p/parts/a/b.zip/@3HL4kqtJlcpXroDTDmJ/m.txt"
+        );
+    }
+
+    #[test]
+    fn only_an_object_failure_is_left_alone_on_redelivery() {
+        let cases = [
+            (FailureCause::Object, false),
+            (FailureCause::Environment, true),
+            (FailureCause::Missing, true),
+        ];
+        for (cause, again) in cases {
+            assert_eq!(cause.reprocess_on_redelivery(), again, "{cause:?}");
+            let json = serde_json::to_value(Failure { cause }).unwrap();
+            assert_eq!(json["cause"], cause.as_str(), "{cause:?}");
+        }
     }
 
     #[test]

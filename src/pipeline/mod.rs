@@ -7,6 +7,11 @@
 //!   Parts that did decode are still listed; the failed part is listed with its error and its
 //!   output is discarded. A transient failure (source or writer I/O) also sets
 //!   [`Outcome::retryable`], so the caller retries instead of publishing the manifest.
+//!
+//! A `failed` manifest says what its failure is a property of ([`FailureCause`], decided in one
+//! place, `cause_of`): the object (corrupt, truncated, not decodable), which a redelivered
+//! notification leaves alone; the environment (a limit crossed, permissions), or an object
+//! that was missing, which a redelivered notification processes again.
 
 use std::collections::HashSet;
 use std::io::{self, Cursor, Read};
@@ -24,8 +29,9 @@ use crate::detect::{
 };
 use crate::index::{self, FormatError, Indexed, Options, SNIFF_LEN};
 use crate::manifest::{
-    Braze, Compression, Format, Kind, MANIFEST_VERSION, Manifest, ObjectError, Output, Part,
-    Producer, Source, Status, Totals, manifest_key, now_rfc3339, part_key, sanitize_part_name,
+    Braze, Compression, Failure, FailureCause, Format, Kind, MANIFEST_VERSION, Manifest,
+    ObjectError, Output, Part, Producer, Source, Status, Totals, manifest_key, now_rfc3339,
+    part_key_of, sanitize_part_name,
 };
 use crate::sink::{self, Sinks};
 use crate::store::s3::{self, OutputKind, S3Store};
@@ -65,6 +71,9 @@ pub async fn run(
         let message = format!("processing stopped unexpectedly: {e}");
         let mut manifest = empty_manifest(fallback, &prefix);
         manifest.status = Status::Failed;
+        manifest.failure = Some(Failure {
+            cause: FailureCause::Environment,
+        });
         manifest.errors.push(ObjectError {
             message: message.clone(),
             part: None,
@@ -88,6 +97,7 @@ fn empty_manifest(source: Source, prefix: &str) -> Manifest {
         parts: Vec::new(),
         totals: Totals::default(),
         errors: Vec::new(),
+        failure: None,
         processed_at: now_rfc3339(),
         duration_ms: 0,
         producer: Producer::default(),
@@ -98,13 +108,16 @@ fn empty_manifest(source: Source, prefix: &str) -> Manifest {
 struct Ctx<'a> {
     cfg: &'a Config,
     key: &'a str,
+    /// The source's version id, when it has one: part keys carry it (see [`part_key_of`]).
+    version_id: Option<&'a str>,
     kind: Option<Kind>,
     writer: Option<&'a dyn PartWriter>,
     budget: Budget,
     used_keys: HashSet<String>,
     deadline: Option<Instant>,
-    /// Some stream or archive could not be read to its end, or a limit was crossed.
-    failed: bool,
+    /// Set when some stream or archive could not be read to its end, or a limit was crossed:
+    /// what the failure is a property of (see [`Ctx::fail`]).
+    cause: Option<FailureCause>,
     retryable: Option<String>,
     /// Part uploads still completing in the background, by output key.
     pending: Vec<(String, Pending)>,
@@ -129,21 +142,23 @@ pub fn index_object(
         manifest.braze = braze.clone();
     }
     let key = manifest.source.key.clone();
+    let version_id = manifest.source.version_id.clone();
     let mut ctx = Ctx {
         cfg,
         key: &key,
+        version_id: version_id.as_deref(),
         kind: key_kind.map(|(k, _)| k),
         writer: if cfg.write_parts { writer } else { None },
         budget: Budget::new(source.size(), &cfg.limits),
         used_keys: HashSet::new(),
         deadline,
-        failed: false,
+        cause: None,
         retryable: None,
         pending: Vec::new(),
     };
     let size = source.size();
     if let Err(limit) = decode::check_object_size(size, &cfg.limits) {
-        ctx.failed = true;
+        ctx.fail(FailureCause::Environment);
         manifest.errors.push(ObjectError {
             message: limit.to_string(),
             part: None,
@@ -151,7 +166,7 @@ pub fn index_object(
     } else {
         match read_head(source) {
             Err(e) => {
-                ctx.failed = true;
+                ctx.fail(cause_of(&e));
                 let message = format!("the object cannot be read: {e}");
                 if is_transient(&e) {
                     ctx.retryable = Some(message.clone());
@@ -178,7 +193,7 @@ pub fn index_object(
                             if is_transient(&e) {
                                 ctx.retryable = Some(message.clone());
                             }
-                            ctx.failed = true;
+                            ctx.fail(cause_of(&e));
                             manifest.errors.push(ObjectError {
                                 message,
                                 part: None,
@@ -186,7 +201,7 @@ pub fn index_object(
                         }
                     }
                 }
-                if ctx.failed {
+                if ctx.cause.is_some() {
                 } else if manifest.compression == Compression::Zip {
                     process_zip(&mut ctx, source, &mut manifest);
                 } else {
@@ -205,7 +220,8 @@ pub fn index_object(
         };
     }
     manifest.compute_totals();
-    manifest.status = if ctx.failed {
+    manifest.failure = ctx.cause.map(|cause| Failure { cause });
+    manifest.status = if ctx.cause.is_some() {
         Status::Failed
     } else if manifest.parts.iter().any(|p| !p.errors.is_empty()) {
         Status::Partial
@@ -240,7 +256,7 @@ fn settle_uploads(ctx: &mut Ctx<'_>, manifest: &mut Manifest) {
         let Err(e) = pending.wait() else { continue };
         let message = format!("writing part {key:?} failed: {e}");
         warn!(part_key = %crate::sanitize_for_log(&key), error = %e, "part upload failed");
-        ctx.failed = true;
+        ctx.fail(FailureCause::Environment);
         ctx.retryable.get_or_insert_with(|| message.clone());
         let part = manifest
             .parts
@@ -278,7 +294,7 @@ fn deadline_passed(ctx: &mut Ctx<'_>, manifest: &mut Manifest, stage: &str) -> b
     }
     let message =
         format!("the invocation deadline is near: stopped {stage}, so that the object is retried");
-    ctx.failed = true;
+    ctx.fail(FailureCause::Environment);
     ctx.retryable.get_or_insert_with(|| message.clone());
     manifest.errors.push(ObjectError {
         message,
@@ -386,7 +402,11 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
 }
 
 fn archive_error_message(ctx: &mut Ctx<'_>, e: ArchiveError) -> String {
-    ctx.failed = true;
+    ctx.fail(match &e {
+        ArchiveError::Io(io) => cause_of(io),
+        ArchiveError::Limit(_) => FailureCause::Environment,
+        _ => FailureCause::Object,
+    });
     match e {
         ArchiveError::Io(io) => {
             let message = format!("the zip archive cannot be read: {io}");
@@ -424,7 +444,7 @@ fn push_part(
     container: &str,
 ) {
     if let Some(e) = fatal {
-        ctx.failed = true;
+        ctx.fail(cause_of(&e));
         let message = describe(&e, container);
         if is_transient(&e) {
             ctx.retryable.get_or_insert_with(|| message.clone());
@@ -456,6 +476,32 @@ fn push_part(
     manifest.parts.push(part);
 }
 
+impl Ctx<'_> {
+    /// Marks the object failed. The first cause that a redelivery would process again wins over
+    /// `object`: a limit crossed in one part makes the whole manifest worth reprocessing.
+    fn fail(&mut self, cause: FailureCause) {
+        match self.cause {
+            Some(c) if c.reprocess_on_redelivery() => {}
+            Some(_) if !cause.reprocess_on_redelivery() => {}
+            _ => self.cause = Some(cause),
+        }
+    }
+}
+
+/// What a failure that stopped a stream is a property of: the one place that decides it.
+/// A limit crossed (`MAX_*`, perhaps set too low), a transient or access failure of the source
+/// or the writer: the environment. The object gone mid-read: missing. Anything else the bytes
+/// themselves said (corrupt, truncated, bad format): the object.
+fn cause_of(e: &io::Error) -> FailureCause {
+    if limit_of(e).is_some() || is_transient(e) || e.kind() == io::ErrorKind::PermissionDenied {
+        FailureCause::Environment
+    } else if e.kind() == io::ErrorKind::NotFound {
+        FailureCause::Missing
+    } else {
+        FailureCause::Object
+    }
+}
+
 /// A clear message for a stream that stopped.
 fn describe(e: &io::Error, container: &str) -> String {
     if let Some(limit) = limit_of(e) {
@@ -478,11 +524,12 @@ fn describe(e: &io::Error, container: &str) -> String {
 /// The output key of a part, unique within the object.
 fn output_key(ctx: &mut Ctx<'_>, name: &str) -> String {
     let clean = sanitize_part_name(name).unwrap_or_else(|| "part".to_string());
-    let mut key = part_key(&ctx.cfg.output_prefix, ctx.key, &clean);
+    let prefix = &ctx.cfg.output_prefix;
+    let mut key = part_key_of(prefix, ctx.key, ctx.version_id, &clean);
     let mut n = 1;
     while !ctx.used_keys.insert(key.clone()) {
         n += 1;
-        key = part_key(&ctx.cfg.output_prefix, ctx.key, &format!("{clean}~{n}"));
+        key = part_key_of(prefix, ctx.key, ctx.version_id, &format!("{clean}~{n}"));
     }
     key
 }
@@ -596,6 +643,10 @@ pub enum ObjectOutcome {
     Skipped { reason: String },
     /// A transient failure: the work must be retried (nothing final was written).
     Retry { error: String },
+    /// The notification is older than what the key holds now (a later version or overwrite,
+    /// processed or on its way): acknowledged as done, not retried; nothing written or
+    /// forwarded.
+    Superseded { reason: String },
 }
 
 impl ObjectOutcome {
@@ -605,6 +656,7 @@ impl ObjectOutcome {
             ObjectOutcome::Duplicate { .. } => "duplicate",
             ObjectOutcome::Skipped { .. } => "skipped",
             ObjectOutcome::Retry { .. } => "retry",
+            ObjectOutcome::Superseded { .. } => "superseded",
         }
     }
 }
@@ -635,6 +687,85 @@ fn same_version(existing: &Source, info: &ObjectInfo) -> bool {
     match (&existing.version_id, &info.version_id) {
         (Some(a), Some(b)) => a == b,
         _ => existing.etag.is_some() && existing.etag == info.etag && existing.size == info.size,
+    }
+}
+
+/// Whether a manifest's failure is one a redelivered notification processes again (the
+/// environment, or a missing object).
+fn reprocessable(m: &Manifest) -> bool {
+    m.failure.is_some_and(|f| f.cause.reprocess_on_redelivery())
+}
+
+/// Whether an existing manifest is this version's final result, so that a redelivered
+/// notification only forwards it again: not a `skipped` one, not a failure a redelivery
+/// processes again. A `missing` manifest in particular never makes a later upload of the same
+/// bytes (same ETag and size) look done.
+fn already_done(existing: &Manifest, info: &ObjectInfo) -> bool {
+    existing.status != Status::Skipped
+        && !reprocessable(existing)
+        && same_version(&existing.source, info)
+}
+
+/// Orders two S3 sequencers of one key: hex strings compared after left-padding to equal length
+/// (S3's event documentation). `None` when either is empty or not hex.
+fn sequencer_order(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_hexdigit());
+    if !hex(a) || !hex(b) {
+        return None;
+    }
+    let width = a.len().max(b.len());
+    let pad = |s: &str| format!("{:0>width$}", s.to_ascii_uppercase());
+    Some(pad(a).cmp(&pad(b)))
+}
+
+/// Whether `a` was written after `b`: the same object key, and both sequencers known with
+/// `a`'s the greater.
+fn is_newer(a: &Source, b: &Source) -> bool {
+    if a.bucket != b.bucket || a.key != b.key {
+        return false;
+    }
+    match (&a.sequencer, &b.sequencer) {
+        (Some(x), Some(y)) => sequencer_order(x, y) == Some(std::cmp::Ordering::Greater),
+        _ => false,
+    }
+}
+
+/// A notification older than what the key now holds: acknowledged (not retried, so it never
+/// ends in the DLQ), nothing written, nothing forwarded.
+fn superseded(reason: String) -> ObjectOutcome {
+    info!(reason = %reason, "notification superseded: nothing to do");
+    ObjectOutcome::Superseded { reason }
+}
+
+/// The object a notification is about, when it is still the key's current one; `Ok(Err(why))`
+/// when it was replaced since. A versioned notification names its version: a HEAD of the key
+/// says whether it is still current, and an older one is superseded (its notification came
+/// late; the newer version's is processed or on its way). When the key has no current version
+/// (a delete marker), the named version itself is read. An unversioned notification whose ETag
+/// is no longer the key's was overwritten since: superseded too.
+async fn current_object(
+    env: &Env,
+    ev: &ObjectEvent,
+) -> Result<Result<ObjectInfo, String>, StoreError> {
+    let current = env.s3.head(&ev.bucket, &ev.key, None).await;
+    match (&ev.version_id, current) {
+        (Some(v), Ok(info)) if info.version_id.as_deref() == Some(v.as_str()) => Ok(Ok(info)),
+        (Some(v), Ok(info)) => Ok(Err(format!(
+            "version {v:?} is no longer the current one ({:?} is)",
+            info.version_id.as_deref().unwrap_or("null")
+        ))),
+        (Some(v), Err(StoreError::NotFound(_))) => {
+            env.s3.head(&ev.bucket, &ev.key, Some(v)).await.map(Ok)
+        }
+        (None, Ok(info)) => match (&ev.etag, &info.etag) {
+            (Some(theirs), Some(now)) if theirs != now && info.version_id.is_none() => {
+                Ok(Err(format!(
+                    "the object was overwritten since this notification (ETag {theirs:?}, now {now:?})"
+                )))
+            }
+            _ => Ok(Ok(info)),
+        },
+        (_, Err(e)) => Err(e),
     }
 }
 
@@ -690,6 +821,7 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
     let existing_manifest = existing
         .as_ref()
         .and_then(|(body, _)| serde_json::from_slice::<Manifest>(body).ok());
+    let existing_etag = existing.map(|(_, etag)| etag);
     let mut meta = Source {
         bucket: ev.bucket.clone(),
         key: ev.key.clone(),
@@ -700,36 +832,27 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
         event_time: ev.event_time.clone(),
         event_name: Some(ev.event_name.clone()),
     };
-    let info = match env
-        .s3
-        .head(&ev.bucket, &ev.key, ev.version_id.as_deref())
-        .await
+    if let Some(m) = existing_manifest
+        .as_ref()
+        .filter(|m| is_newer(&m.source, &meta))
     {
-        Ok(info) => info,
+        return superseded(format!(
+            "the manifest holds a later notification of this key (sequencer {:?} after {:?})",
+            m.source.sequencer.as_deref().unwrap_or(""),
+            meta.sequencer.as_deref().unwrap_or("")
+        ));
+    }
+    let info = match current_object(env, ev).await {
+        Ok(Ok(info)) => info,
+        Ok(Err(reason)) => return superseded(reason),
         Err(StoreError::NotFound(message)) => {
-            // Permanent: Braze removes exports after some hours. A `failed` manifest says so,
-            // unless one was already written for this notification.
-            if let Some(m) = existing_manifest
-                .as_ref()
-                .filter(|m| m.status == Status::Failed && m.source.sequencer == meta.sequencer)
-            {
-                return forward_again(env, &out_bucket, m, deadline).await;
-            }
-            let mut manifest = empty_manifest(meta, &cfg.output_prefix);
-            if let Some((kind, braze)) = kind_from_key(&ev.key) {
-                manifest.kind = kind;
-                manifest.braze = braze;
-            }
-            manifest.status = Status::Failed;
-            manifest.errors.push(ObjectError {
-                message,
-                part: None,
-            });
-            return write_manifest(
+            return object_missing(
                 env,
                 &out_bucket,
-                manifest,
-                existing.map(|(_, e)| e),
+                meta,
+                existing_manifest,
+                existing_etag,
+                message,
                 deadline,
             )
             .await;
@@ -744,8 +867,7 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
         return skipped;
     }
     if let Some(m) = &existing_manifest
-        && m.status != Status::Skipped
-        && same_version(&m.source, &info)
+        && already_done(m, &info)
     {
         return forward_again(env, &out_bucket, m, deadline).await;
     }
@@ -763,31 +885,49 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
     if let Some(error) = outcome.retryable {
         return ObjectOutcome::Retry { error };
     }
-    write_manifest(
-        env,
-        &out_bucket,
-        outcome.manifest,
-        existing.map(|(_, e)| e),
-        deadline,
-    )
-    .await
+    write_manifest(env, &out_bucket, outcome.manifest, existing_etag, deadline).await
 }
 
-/// Writes the manifest last, conditionally: only where none exists, or over the exact manifest
-/// that was read before the work. A lost race means a concurrent duplicate wrote it first.
-async fn write_manifest(
+/// The notification's object does not exist (any more): Braze removes exports after some hours.
+/// A `failed` manifest with cause `missing` says so, but only where no other result stands: it
+/// never replaces a `complete` or `partial` manifest, and it yields to whatever a run wrote
+/// meanwhile (it is written conditionally, and a lost race leaves the winner's manifest).
+async fn object_missing(
     env: &Env,
     out_bucket: &str,
-    manifest: Manifest,
-    previous_etag: Option<String>,
+    meta: Source,
+    existing: Option<Manifest>,
+    existing_etag: Option<String>,
+    message: String,
     deadline: Option<Instant>,
 ) -> ObjectOutcome {
-    let body = manifest.to_json_pretty().into_bytes();
-    let condition = match previous_etag {
+    if let Some(m) = existing.as_ref().filter(|m| {
+        matches!(m.status, Status::Complete | Status::Partial)
+            || (m.status == Status::Failed && m.source.sequencer == meta.sequencer)
+    }) {
+        // A result of a real run, or this notification's own answer: it stands.
+        return forward_again(env, out_bucket, m, deadline).await;
+    }
+    let key = meta.key.clone();
+    let mut manifest = empty_manifest(meta, &env.cfg.output_prefix);
+    if let Some((kind, braze)) = kind_from_key(&key) {
+        manifest.kind = kind;
+        manifest.braze = braze;
+    }
+    manifest.status = Status::Failed;
+    manifest.failure = Some(Failure {
+        cause: FailureCause::Missing,
+    });
+    manifest.errors.push(ObjectError {
+        message,
+        part: None,
+    });
+    let condition = match existing_etag {
         Some(etag) => Condition::IfMatch(etag),
         None => Condition::IfNoneMatch,
     };
-    match env
+    let body = manifest.to_json_pretty().into_bytes();
+    let written = env
         .s3
         .put_small(
             out_bucket,
@@ -796,8 +936,8 @@ async fn write_manifest(
             "application/json",
             condition,
         )
-        .await
-    {
+        .await;
+    match written {
         Ok(()) => match forward(env, out_bucket, &manifest, deadline).await {
             Ok(deliveries) => ObjectOutcome::Done {
                 manifest: Box::new(manifest),
@@ -805,36 +945,134 @@ async fn write_manifest(
             },
             Err(error) => ObjectOutcome::Retry { error },
         },
-        Err(StoreError::PreconditionFailed) => {
-            // Someone else wrote it meanwhile: theirs stands if it is for this version.
-            match env.s3.get_small(out_bucket, &manifest.manifest_key).await {
-                Ok(Some((body, _))) => match serde_json::from_slice::<Manifest>(&body) {
-                    Ok(theirs)
-                        if theirs.source.etag == manifest.source.etag
-                            && theirs.source.version_id == manifest.source.version_id =>
-                    {
-                        // The winner of the race forwards it; sending here too would deliver
-                        // it twice.
-                        ObjectOutcome::Duplicate {
-                            manifest_key: manifest.manifest_key,
-                            deliveries: Vec::new(),
-                        }
-                    }
-                    _ => ObjectOutcome::Retry {
-                        error: "the manifest changed while the object was processed".into(),
-                    },
-                },
-                Ok(None) => ObjectOutcome::Retry {
-                    error: "the manifest vanished during a conditional write".into(),
-                },
-                Err(e) => ObjectOutcome::Retry {
-                    error: e.to_string(),
-                },
-            }
-        }
+        // A run wrote the manifest meanwhile: its result stands, and it forwards it.
+        Err(StoreError::PreconditionFailed) => ObjectOutcome::Duplicate {
+            manifest_key: manifest.manifest_key,
+            deliveries: Vec::new(),
+        },
         Err(e) => ObjectOutcome::Retry {
             error: format!("writing the manifest failed: {e}"),
         },
+    }
+}
+
+/// Conditional manifest writes tried before the object is retried instead.
+const MANIFEST_ATTEMPTS: usize = 3;
+
+/// What a run does when the manifest changed under it.
+#[derive(Debug, PartialEq)]
+enum LostRace {
+    /// Theirs is for this very version: it stands, and its writer forwards it.
+    TheirsStands,
+    /// Theirs is for a later notification of the key: ours is superseded.
+    Superseded,
+    /// Ours replaces theirs: theirs is for an earlier notification, or a failure a run that
+    /// read the object overrides (a `missing` object, the environment).
+    Replace,
+    /// Not known which is newer: the object is retried and decides then.
+    Unknown,
+}
+
+fn after_lost_race(ours: &Manifest, theirs: &Manifest) -> LostRace {
+    if is_newer(&theirs.source, &ours.source) {
+        LostRace::Superseded
+    } else if reprocessable(theirs) && !reprocessable(ours) {
+        LostRace::Replace
+    } else if theirs.source.etag == ours.source.etag
+        && theirs.source.version_id == ours.source.version_id
+    {
+        LostRace::TheirsStands
+    } else if is_newer(&ours.source, &theirs.source) {
+        LostRace::Replace
+    } else {
+        LostRace::Unknown
+    }
+}
+
+/// Writes the manifest last, conditionally: only where none exists, or over the exact manifest
+/// that was read before the work. When it changed meanwhile, [`after_lost_race`] decides: a
+/// later notification's manifest or one for this same version stands; an earlier one, or a
+/// `missing` or environment failure, is replaced (conditionally again, on what was just read).
+async fn write_manifest(
+    env: &Env,
+    out_bucket: &str,
+    manifest: Manifest,
+    previous_etag: Option<String>,
+    deadline: Option<Instant>,
+) -> ObjectOutcome {
+    let body = manifest.to_json_pretty().into_bytes();
+    let mut condition = match previous_etag {
+        Some(etag) => Condition::IfMatch(etag),
+        None => Condition::IfNoneMatch,
+    };
+    for _ in 0..MANIFEST_ATTEMPTS {
+        let written = env
+            .s3
+            .put_small(
+                out_bucket,
+                &manifest.manifest_key,
+                body.clone(),
+                "application/json",
+                condition,
+            )
+            .await;
+        match written {
+            Ok(()) => {
+                return match forward(env, out_bucket, &manifest, deadline).await {
+                    Ok(deliveries) => ObjectOutcome::Done {
+                        manifest: Box::new(manifest),
+                        deliveries,
+                    },
+                    Err(error) => ObjectOutcome::Retry { error },
+                };
+            }
+            Err(StoreError::PreconditionFailed) => {}
+            Err(e) => {
+                return ObjectOutcome::Retry {
+                    error: format!("writing the manifest failed: {e}"),
+                };
+            }
+        }
+        // Someone else wrote it meanwhile.
+        let (theirs, etag) = match env.s3.get_small(out_bucket, &manifest.manifest_key).await {
+            Ok(Some((body, etag))) => (serde_json::from_slice::<Manifest>(&body).ok(), etag),
+            Ok(None) => {
+                return ObjectOutcome::Retry {
+                    error: "the manifest vanished during a conditional write".into(),
+                };
+            }
+            Err(e) => {
+                return ObjectOutcome::Retry {
+                    error: e.to_string(),
+                };
+            }
+        };
+        let verdict = theirs
+            .as_ref()
+            .map_or(LostRace::Unknown, |t| after_lost_race(&manifest, t));
+        match verdict {
+            // The winner of the race forwards it; sending here too would deliver it twice.
+            LostRace::TheirsStands => {
+                return ObjectOutcome::Duplicate {
+                    manifest_key: manifest.manifest_key,
+                    deliveries: Vec::new(),
+                };
+            }
+            LostRace::Superseded => {
+                return superseded(
+                    "a later notification of this key wrote its manifest while this one ran".into(),
+                );
+            }
+            LostRace::Replace => condition = Condition::IfMatch(etag),
+            LostRace::Unknown => {
+                return ObjectOutcome::Retry {
+                    error: "the manifest changed while the object was processed".into(),
+                };
+            }
+        }
+    }
+    ObjectOutcome::Retry {
+        error: "the manifest kept changing while it was written".into(),
     }
 }
 
@@ -867,6 +1105,16 @@ struct DeliveryRecord {
     /// `unix + STALE_CLAIM_SECS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires: Option<u64>,
+    /// Which manifest of the version was delivered ([`manifest_stamp`]): a manifest that
+    /// replaces a delivered one for the same version (an environment failure reprocessed, a
+    /// `missing` object uploaded again) is delivered too. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    manifest: Option<String>,
+}
+
+/// Tells apart two manifests written for one object version: their status and time of writing.
+fn manifest_stamp(manifest: &Manifest) -> String {
+    format!("{} {}", manifest.status.as_str(), manifest.processed_at)
 }
 
 impl DeliveryRecord {
@@ -940,7 +1188,9 @@ async fn forward(
     let mut deliveries = Vec::new();
     for name in names {
         let key = delivery_key(&env.cfg.output_prefix, &manifest.source.key, name);
-        let delivery = deliver_once(env, out_bucket, &key, name, &msg, started, deadline).await;
+        let stamp = manifest_stamp(manifest);
+        let delivery =
+            deliver_once(env, out_bucket, &key, name, &msg, &stamp, started, deadline).await;
         match &delivery.error {
             None => {
                 info!(sink = name, outcome = delivery.outcome, latency_ms = ?delivery.latency_ms, "manifest forwarded")
@@ -971,6 +1221,7 @@ async fn deliver_once(
     key: &str,
     name: &'static str,
     msg: &sink::Outgoing,
+    stamp: &str,
     started: Instant,
     deadline: Option<Instant>,
 ) -> Delivery {
@@ -981,6 +1232,7 @@ async fn deliver_once(
             state: state.to_string(),
             unix: unix_now(),
             expires,
+            manifest: Some(stamp.to_string()),
         })
         .expect("record serialises")
     };
@@ -1003,7 +1255,11 @@ async fn deliver_once(
         Ok(Some((body, etag))) => {
             let existing = serde_json::from_slice::<DeliveryRecord>(&body).ok();
             match existing {
-                Some(r) if r.idempotency_key == msg.idempotency_key && r.state == "delivered" => {
+                Some(r)
+                    if r.idempotency_key == msg.idempotency_key
+                        && r.state == "delivered"
+                        && r.manifest.as_deref().is_none_or(|m| m == stamp) =>
+                {
                     return Delivery {
                         sink: name,
                         outcome: "already_delivered",
@@ -1193,6 +1449,144 @@ mod tests {
         assert_eq!(m.errors[0].part.as_deref(), Some("b.txt"));
         // Both parts were handed over before either completion was waited for.
         assert_eq!(writer.finished.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn sequencers_compare_as_left_padded_hex() {
+        use std::cmp::Ordering::*;
+        let cases = [
+            ("0055AED6DCD90281E5", "0055AED6DCD90281E6", Some(Less)),
+            ("0055AED6DCD90281E5", "0055AED6DCD90281E5", Some(Equal)),
+            // Shorter ones are padded with zeros on the left, case does not matter.
+            ("FF", "0100", Some(Less)),
+            ("0a", "9", Some(Greater)),
+            ("0055aed6dcd90281e6", "0055AED6DCD90281E5", Some(Greater)),
+            ("", "01", None),
+            ("xyz", "01", None),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(sequencer_order(a, b), want, "sequencer_order({a:?}, {b:?})");
+        }
+    }
+
+    #[test]
+    fn a_lost_manifest_race_lets_the_later_or_real_result_stand() {
+        let m = |seq: &str, etag: &str, cause: Option<FailureCause>| {
+            let mut m = empty_manifest(
+                Source {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                    etag: Some(etag.into()),
+                    sequencer: (!seq.is_empty()).then(|| seq.to_string()),
+                    ..Source::default()
+                },
+                "export-fetcher/",
+            );
+            m.failure = cause.map(|cause| Failure { cause });
+            m
+        };
+        let missing = Some(FailureCause::Missing);
+        let env = Some(FailureCause::Environment);
+        let object = Some(FailureCause::Object);
+        let cases = [
+            // (ours, theirs, verdict)
+            (m("02", "e2", None), m("01", "e1", None), LostRace::Replace),
+            (
+                m("01", "e1", None),
+                m("02", "e2", None),
+                LostRace::Superseded,
+            ),
+            (
+                m("01", "e1", None),
+                m("02", "e1", missing),
+                LostRace::Superseded,
+            ),
+            (
+                m("01", "e1", None),
+                m("01", "e1", missing),
+                LostRace::Replace,
+            ),
+            (m("", "e1", None), m("", "e1", env), LostRace::Replace),
+            (m("", "e1", None), m("", "e1", None), LostRace::TheirsStands),
+            (
+                m("", "e1", None),
+                m("", "e1", object),
+                LostRace::TheirsStands,
+            ),
+            (
+                m("", "e1", missing),
+                m("", "e1", None),
+                LostRace::TheirsStands,
+            ),
+            (m("", "e1", None), m("", "e2", None), LostRace::Unknown),
+        ];
+        for (i, (ours, theirs, want)) in cases.iter().enumerate() {
+            assert_eq!(&after_lost_race(ours, theirs), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn failure_causes_are_decided_in_one_place() {
+        use crate::decode::LimitExceeded;
+        let limit = LimitExceeded {
+            variable: "MAX_EXPANDED_BYTES",
+            limit: 1,
+            what: "x".into(),
+        }
+        .into_io();
+        let cases = [
+            (limit, FailureCause::Environment),
+            (
+                io::Error::other(Transient("503".into())),
+                FailureCause::Environment,
+            ),
+            (
+                StoreError::Denied("AccessDenied".into()).into_io(),
+                FailureCause::Environment,
+            ),
+            (
+                io::Error::new(io::ErrorKind::NotFound, "gone"),
+                FailureCause::Missing,
+            ),
+            (
+                io::Error::new(io::ErrorKind::UnexpectedEof, "truncated"),
+                FailureCause::Object,
+            ),
+            (
+                io::Error::new(io::ErrorKind::InvalidData, "corrupt deflate stream"),
+                FailureCause::Object,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(cause_of(&e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_limit_crossed_fails_the_manifest_as_environment_and_corruption_as_object() {
+        let writer = LateFailures {
+            fail: Vec::new(),
+            finished: Mutex::new(Vec::new()),
+        };
+        let object = zip_of(&[("a.txt", &[b'x'; 4096][..])]);
+        let mut cfg = Config::default();
+        cfg.limits.max_expanded_bytes = 100;
+        let meta = Source {
+            key: "segment-export/seg/2024-05-01/export.zip".into(),
+            ..Source::default()
+        };
+        let m = index_object(&MemSource::new(object), meta, &cfg, Some(&writer), None).manifest;
+        assert_eq!(m.status, Status::Failed);
+        assert_eq!(m.failure.map(|f| f.cause), Some(FailureCause::Environment));
+
+        let mut corrupt = zip_of(&[("a.txt", &[b'x'; 4096][..])]);
+        corrupt.truncate(corrupt.len() / 2);
+        let m = run(corrupt, &writer).manifest;
+        assert_eq!(m.status, Status::Failed);
+        assert_eq!(m.failure.map(|f| f.cause), Some(FailureCause::Object));
+
+        let ok = run(zip_of(&[("a.txt", b"{}\n")]), &writer).manifest;
+        assert_eq!(ok.failure, None);
     }
 
     #[test]

@@ -102,24 +102,27 @@ pub enum StoreError {
     /// Worth retrying: network, throttling, 5xx.
     #[error("{0}")]
     Transient(String),
-    /// Not worth retrying: access denied, invalid request.
+    /// Access denied, or a KMS key that cannot be used: a property of the environment (IAM, a
+    /// key policy, a disabled key), never of the object. Retried like a transient failure, so a
+    /// missing `kms:Decrypt` ends in the DLQ, redrivable once the permission is fixed, rather
+    /// than in a `failed` manifest; not resumed on the spot (it does not heal in seconds).
     #[error("{0}")]
-    Permanent(String),
+    Denied(String),
 }
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StoreError::Transient(_) | StoreError::PreconditionFailed
+            StoreError::Transient(_) | StoreError::PreconditionFailed | StoreError::Denied(_)
         )
     }
 
-    /// As an `io::Error` for the blocking pipeline; transient errors stay recognisable.
+    /// As an `io::Error` for the blocking pipeline; transient errors (denials included) stay
+    /// recognisable as [`Transient`].
     pub fn into_io(self) -> io::Error {
         match self {
             StoreError::NotFound(m) => io::Error::new(io::ErrorKind::NotFound, m),
-            StoreError::Permanent(m) => io::Error::new(io::ErrorKind::PermissionDenied, m),
             other => io::Error::other(Transient(other.to_string())),
         }
     }

@@ -223,7 +223,9 @@ impl S3Store {
         Ok(ObjectInfo {
             bucket: bucket.to_string(),
             key: key.to_string(),
-            version_id: out.version_id().map(String::from),
+            // `null`: an object written while versioning was off or suspended, overwritten in
+            // place like an unversioned one.
+            version_id: out.version_id().filter(|v| *v != "null").map(String::from),
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: out.e_tag().map(|e| e.trim_matches('"').to_string()),
             output: out.metadata().and_then(|m| m.get(OUTPUT_METADATA)).cloned(),
@@ -383,9 +385,18 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
             format!("NoSuchKey: {key:?} does not exist (Braze may have removed the export)"),
         ),
         (Some("PreconditionFailed"), _) | (_, Some(412)) => StoreError::PreconditionFailed,
-        (Some("AccessDenied"), _) | (_, Some(403)) => StoreError::Permanent(message),
+        _ if is_denial(code.as_deref(), status) => StoreError::Denied(format!(
+            "{message} (access denied or KMS key unusable: check the function's IAM and KMS \
+             permissions; retried)"
+        )),
         _ => StoreError::Transient(message),
     }
+}
+
+/// Access denied (403) or a KMS error (`KMS.*`, as S3 reports a key that is disabled, missing
+/// or not granted): the environment, never the object.
+fn is_denial(code: Option<&str>, status: Option<u16>) -> bool {
+    status == Some(403) || code.is_some_and(|c| c == "AccessDenied" || c.starts_with("KMS."))
 }
 
 fn aws_smithy_error_display<E: std::fmt::Debug>(err: &SdkError<E>) -> String {
@@ -529,9 +540,7 @@ impl Read for RangeReader<'_> {
                         "the object changed while it was being read".to_string(),
                     )));
                 }
-                Some(Err(StoreError::Permanent(m))) => {
-                    return Err(io::Error::new(io::ErrorKind::PermissionDenied, m));
-                }
+                Some(Err(e @ StoreError::Denied(_))) => return Err(e.into_io()),
                 None => format!("the connection ended at byte {} of {}", self.pos, self.end),
             };
             self.rx = None;
@@ -744,7 +753,7 @@ impl UploadId {
                     Ok(out) => out,
                     Err(e) => {
                         let e = classify(e, "CreateMultipartUpload", &self.key);
-                        if !matches!(e, StoreError::Permanent(_)) {
+                        if !matches!(e, StoreError::Denied(_) | StoreError::NotFound(_)) {
                             // S3 may have created it with the answer lost (a timeout): the id
                             // is unknown, so the upload is found by listing.
                             abort_open_uploads(&self.client, &self.bucket, &self.key, None).await;

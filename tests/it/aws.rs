@@ -241,8 +241,16 @@ pub struct FaultProxy {
     stop: Arc<AtomicBool>,
 }
 
+/// What a [`FaultProxy`] answers a matching request: HTTP status and S3 error code.
+pub type FaultAnswer = (u16, &'static str);
+
 impl FaultProxy {
     pub fn start(upstream: &str, rule: FaultRule) -> FaultProxy {
+        FaultProxy::start_answering(upstream, rule, (500, "InternalError"))
+    }
+
+    /// The same, answering matching requests with `answer` (`(403, "AccessDenied")`, say).
+    pub fn start_answering(upstream: &str, rule: FaultRule, answer: FaultAnswer) -> FaultProxy {
         let upstream = upstream.trim_start_matches("http://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -264,7 +272,7 @@ impl FaultProxy {
                 std::thread::spawn(move || pipe(s2, c2, u64::MAX, None));
                 let (rule, failed, armed) = (rule.clone(), failed2.clone(), armed2.clone());
                 std::thread::spawn(move || {
-                    forward_requests(client, server, &rule, &failed, &armed)
+                    forward_requests(client, server, &rule, &failed, &armed, answer)
                 });
             }
         });
@@ -292,6 +300,7 @@ fn forward_requests(
     rule: &FaultRule,
     failed: &AtomicU64,
     armed: &AtomicBool,
+    (status, code): FaultAnswer,
 ) {
     let mut out = client.try_clone().unwrap();
     let mut reader = BufReader::new(client);
@@ -340,10 +349,12 @@ fn forward_requests(
             } else {
                 let _ = std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink());
             }
-            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
-                        <Message>injected by FaultProxy</Message></Error>";
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+                 <Message>injected by FaultProxy</Message></Error>"
+            );
             let resp = format!(
-                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
+                "HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );

@@ -3,6 +3,7 @@
 mod aws;
 mod exactly_once_ack;
 mod exactly_once_deadlines;
+mod exactly_once_versions;
 mod fixtures;
 mod hostile_keys;
 mod hostile_zip;
