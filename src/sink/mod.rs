@@ -47,13 +47,24 @@ pub struct Outgoing {
     pub deadline: Option<Instant>,
 }
 
-/// The deterministic id of an object version: SHA-256 of bucket, key and version (or ETag).
+/// The deterministic id of an object version's result: SHA-256 of bucket, key and version (or
+/// ETag). A `failed` manifest whose cause a redelivery processes again (`environment`,
+/// `missing`) is provisional: its id also covers the cause, so that the manifest which later
+/// replaces it for the same version is not dropped by a receiver that deduplicates on the id.
 pub fn idempotency_key(manifest: &Manifest) -> String {
     let s = &manifest.source;
     let version = s.version_id.as_deref().or(s.etag.as_deref()).unwrap_or("");
     let mut h = Sha256::new();
     for field in [s.bucket.as_str(), s.key.as_str(), version] {
         h.update(field.as_bytes());
+        h.update([0u8]);
+    }
+    if let Some(failure) = manifest
+        .failure
+        .filter(|f| f.cause.reprocess_on_redelivery())
+    {
+        h.update(b"provisional:");
+        h.update(failure.cause.as_str().as_bytes());
         h.update([0u8]);
     }
     format!("{:x}", h.finalize())
@@ -183,5 +194,29 @@ mod tests {
         assert!(group_id("with space").starts_with("sha256-"));
         assert!(group_id(&"k".repeat(129)).starts_with("sha256-"));
         assert_eq!(group_id("é"), group_id("é"));
+    }
+
+    #[test]
+    fn a_provisional_failure_and_the_manifest_that_replaces_it_have_distinct_ids() {
+        use crate::manifest::{Failure, FailureCause};
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "manifest_version": 1, "status": "complete", "kind": "unknown",
+            "source": {"bucket": "b", "key": "k", "size": 1, "etag": "\"e\""},
+            "braze": {}, "compression": "none", "parts": [],
+            "totals": {"parts": 0, "records": 0, "bytes": 0, "compressed_bytes": 0},
+            "errors": [], "manifest_key": "m", "processed_at": "2026-01-01T00:00:00Z",
+            "duration_ms": 0, "producer": {"name": "export-fetcher", "version": "0"}
+        }))
+        .unwrap();
+        let complete = idempotency_key(&m);
+        m.status = Status::Failed;
+        m.failure = Some(Failure {
+            cause: FailureCause::Object,
+        });
+        assert_eq!(idempotency_key(&m), complete, "an object failure is final");
+        for cause in [FailureCause::Environment, FailureCause::Missing] {
+            m.failure = Some(Failure { cause });
+            assert_ne!(idempotency_key(&m), complete, "{cause:?} is provisional");
+        }
     }
 }
