@@ -19,6 +19,7 @@ identical chunk deflates to identical bytes and can be repeated. zstd cases need
 or the `zstandard` module; without either they are skipped with a note on stderr.
 """
 
+import base64
 import io
 import os
 import random
@@ -344,6 +345,13 @@ def cases(out, note):
     data = gzip_parts([b'{"a":"', (xs, 12), b"x" * (8 * MIB), b'"}\n', user_line(1)])
     yield (write("09-jsonl-200mb-line.gz", data), API_GZ, "any-not-complete",
            "one 200 MiB JSON line (MAX_RECORD_BYTES), then a good one")
+
+    # 9b. the same line, opened by 1.2 MB of base64 noise: the object is then large enough that
+    # MAX_EXPANSION_RATIO lets the whole line through, and MAX_RECORD_BYTES must stop it.
+    noise = base64.b64encode(random.Random(9).randbytes(900_000))
+    data = gzip_parts([b'{"a":"', noise, (xs, 12), b"x" * (8 * MIB), b'"}\n', user_line(1)])
+    yield (write("09b-jsonl-200mb-line-noisy.gz", data), API_GZ, "any-not-complete",
+           "one 200 MiB JSON line that starts with 1.2 MB of base64, then a good one")
 
     # 10. Avro, deflate: 64 blocks of 16 Mi records of empty bytes (1 GiB of zeros).
     raw = deflated(zeros16)
