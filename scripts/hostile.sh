@@ -56,6 +56,22 @@ echo
 echo "| case | bytes | expected | status | exit | wall s | peak RSS MiB | manifest bytes | written bytes | result |"
 echo "|---|---:|---|---|---:|---:|---:|---:|---:|---|"
 
+summary='import json, os, re, sys
+path = sys.argv[1]
+status, reason = "-", ""
+try:
+    if os.path.getsize(path) > (32 << 20):
+        head = open(path, "rb").read(4096).decode("utf-8", "replace")
+        status = re.search(r"\"status\": *\"([a-z]+)\"", head).group(1)
+    else:
+        m = json.load(open(path))
+        status = m.get("status", "-")
+        errs = [e.get("message", "") for e in m.get("errors", [])]
+        errs += [e.get("message", "") for p in m.get("parts", []) for e in p.get("errors", [])]
+        reason = errs[0] if errs else ""
+except Exception:
+    pass
+print(status + "\t" + " ".join(reason.split()))'
 failures=0
 details=()
 while IFS=$'\t' read -r file key expected what; do
@@ -70,11 +86,8 @@ while IFS=$'\t' read -r file key expected what; do
     >"$r/stdout" 2>"$r/stderr" || rc=$?
   read -r wall rss_kb < <(tail -1 "$r/time")
   rss=$(awk -v k="$rss_kb" 'BEGIN {printf "%.1f", k / 1024}')
-  status=$(python3 -c 'import json, sys
-try:
-    print(json.load(open(sys.argv[1])).get("status", "-"))
-except Exception:
-    print("-")' "$r/stdout")
+  # The manifest's status and first error (a huge manifest is only searched at its head).
+  IFS=$'\t' read -r status reason < <(python3 -c "$summary" "$r/stdout") || true
   manifest=$(wc -c < "$r/stdout")
   written=$(find "$work" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
   size=$(stat -c %s "$OUT/cases/$file")
@@ -103,15 +116,8 @@ except Exception:
   note=""
   case "$expected" in failed | partial) [ "$status" = "$expected" ] || note=" (expected $expected)" ;; esac
   echo "| $name | $size | $expected | $status$note | $rc | $wall | $rss | $manifest | $written | $result |"
-  reason=$(python3 -c 'import json, sys
-try:
-    m = json.load(open(sys.argv[1]))
-    errs = [e.get("message", "") for e in m.get("errors", [])]
-    errs += [e.get("message", "") for p in m.get("parts", []) for e in p.get("errors", [])]
-    print(errs[0] if errs else "")
-except Exception:
-    print("")' "$r/stdout")
-  [ -n "$reason" ] || reason=$(grep -v '^\s*$' "$r/stderr" | tail -1 || true)
+  [ -n "$reason" ] || [ "$status" = complete ] || reason=$(grep -v '^\s*$' "$r/stderr" | tail -1 || true)
+  reason=${reason:-no error}
   details+=("- $name ($what): ${reason:0:220}")
 done < "$OUT/cases/cases.tsv"
 rm -rf "$work"
