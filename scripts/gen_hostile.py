@@ -185,6 +185,16 @@ def avro_block(count, data):
     return zigzag(count) + zigzag(len(data)) + data + SYNC
 
 
+def huge_bytes_record(n):
+    """Raw deflate of one record of BYTES_SCHEMA whose value is `n` zeros (n: MiB multiple)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    prefix = c.compress(zigzag(n)) + c.flush(zlib.Z_FULL_FLUSH)
+    chunk = 16 * MIB if n % (16 * MIB) == 0 else MIB
+    assert n % chunk == 0
+    raw, _ = repeated_deflate(bytes(chunk), n // chunk)
+    return prefix + raw
+
+
 BYTES_SCHEMA = '{"type":"record","name":"r","fields":[{"name":"b","type":"bytes"}]}'
 EMPTY_SCHEMA = '{"type":"record","name":"e","fields":[]}'
 SEND_SCHEMA = (
@@ -360,12 +370,20 @@ def cases(out, note):
            "64 deflate blocks of 16 Mi empty-bytes records (1 GiB of zeros)")
 
     # 10b. Avro, deflate: one record whose `bytes` value is 1 GiB of zeros.
-    raw, _ = repeated_deflate(zeros16, 64)
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    prefix = c.compress(zigzag(1 << 30)) + c.flush(zlib.Z_FULL_FLUSH)
-    data = avro_header(BYTES_SCHEMA, "deflate") + avro_block(1, prefix + raw)
+    data = avro_header(BYTES_SCHEMA, "deflate") + avro_block(1, huge_bytes_record(1 << 30))
     yield (write("10b-avro-deflate-one-huge-record.avro", data), CURRENTS, "failed",
            "one deflate block: one record of 1 GiB of zeros")
+
+    # 10f. the same with 400 MiB: under apache_avro's own 512 MiB allocation cap, so only
+    # MAX_RECORD_BYTES stands between the value and memory.
+    data = avro_header(BYTES_SCHEMA, "deflate") + avro_block(1, huge_bytes_record(400 * MIB))
+    yield (write("10f-avro-deflate-400mib-record.avro", data), CURRENTS, "failed",
+           "one deflate block: one record of 400 MiB of zeros (under apache_avro's 512 MiB cap)")
+
+    # 10g. valid: one record of 30 MiB, just under MAX_RECORD_BYTES.
+    data = avro_header(BYTES_SCHEMA, "deflate") + avro_block(1, huge_bytes_record(30 * MIB))
+    yield (write("10g-avro-deflate-30mib-record.avro", data), CURRENTS, "any",
+           "one deflate block: one valid record of 30 MiB (just under MAX_RECORD_BYTES)")
 
     # 10c. Avro: an empty-record schema, one block claiming 2^40 records of 0 bytes.
     data = avro_header(EMPTY_SCHEMA, "null") + avro_block(1 << 40, b"")

@@ -117,6 +117,7 @@ while IFS=$'\t' read -r file key expected what; do
   case "$expected" in failed | partial) [ "$status" = "$expected" ] || note=" (expected $expected)" ;; esac
   echo "| $name | $size | $expected | $status$note | $rc | $wall | $rss | $manifest | $written | $result |"
   [ -n "$reason" ] || [ "$status" = complete ] || reason=$(grep -v '^\s*$' "$r/stderr" | tail -1 || true)
+  [ -n "$reason" ] || [ "$status" != - ] || reason="no manifest on stdout"
   reason=${reason:-no error}
   details+=("- $name ($what): ${reason:0:220}")
 done < "$OUT/cases/cases.tsv"
