@@ -32,23 +32,32 @@ pub fn codec_from_magic(head: &[u8]) -> Compression {
 }
 
 /// How many trailing bytes [`ends_like_zip`] looks at: an end-of-central-directory record
-/// without a comment.
-pub const ZIP_END_LEN: usize = 22;
+/// with the longest comment.
+pub const ZIP_TAIL_LEN: usize = 22 + u16::MAX as usize;
+const ZIP_END_LEN: usize = 22;
+
+/// Where the end-of-central-directory record is in `tail` (the last bytes of an object): the
+/// last signature, as `unzip` and Python's `zipfile` take it. With `exact`, only when its
+/// comment runs exactly to the end of `tail`.
+pub fn zip_end_record(tail: &[u8], exact: bool) -> Option<usize> {
+    let last = (0..=tail.len().checked_sub(ZIP_END_LEN)?)
+        .rev()
+        .find(|&i| tail[i..].starts_with(ZIP_EMPTY_MAGIC))?;
+    let comment = u16::from_le_bytes([tail[last + 20], tail[last + 21]]) as usize;
+    (!exact || last + ZIP_END_LEN + comment == tail.len()).then_some(last)
+}
 
 /// Whether an object that does not start like a known codec is a zip archive with data
-/// prepended to it (a self-extracting archive, or a stub concatenated in front): its last
-/// [`ZIP_END_LEN`] bytes are an end-of-central-directory record without a comment whose
-/// directory fits before it.
+/// prepended to it (a self-extracting archive, or a stub concatenated in front): its last bytes
+/// (`tail`, up to [`ZIP_TAIL_LEN`]) end with an end-of-central-directory record whose comment
+/// runs exactly to the end and whose directory fits in the object.
 pub fn ends_like_zip(tail: &[u8], size: u64) -> bool {
-    let Some(record) = tail.len().checked_sub(ZIP_END_LEN).map(|at| &tail[at..]) else {
+    let Some(at) = zip_end_record(tail, true) else {
         return false;
     };
-    let le32 = |at: usize| {
-        u32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]]) as u64
-    };
-    record.starts_with(ZIP_EMPTY_MAGIC)
-        && record[20..22] == [0, 0]
-        && le32(12) + ZIP_END_LEN as u64 <= size
+    let record = &tail[at..];
+    let cd_size = u32::from_le_bytes([record[12], record[13], record[14], record[15]]) as u64;
+    cd_size + (tail.len() - at) as u64 <= size
 }
 
 /// The Braze kind a key names, with the metadata the key carries. `None` when the key matches

@@ -15,6 +15,10 @@ use thiserror::Error;
 use crate::config::{Limits, RATIO_FLOOR_BYTES};
 use crate::manifest::Compression;
 
+/// The largest zstd window accepted (2^25 = 32 MiB): the decoder holds a window's worth of
+/// memory, so this bounds it. Level 19 uses 8 MiB windows; only `--long`/`--ultra` need more.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 25;
+
 /// Buffer size for reads from the source and for decoder input.
 pub const READ_BUFFER: usize = 256 * 1024;
 
@@ -175,9 +179,8 @@ pub fn open_stream<'a>(
         )),
         Compression::Zstd => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(raw)?;
-            // Frames may ask for a window of up to 2^31; 2^27 (128 MiB) is what zstd's CLI
-            // accepts by default and bounds the decoder's memory.
-            decoder.window_log_max(27)?;
+            // Frames may ask for a window of up to 2^31: bounded, so is the decoder's memory.
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
             Box::new(Capped::new(decoder, budget))
         }
         Compression::None => Box::new(Capped::new(raw, budget)),

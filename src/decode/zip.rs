@@ -17,12 +17,13 @@
 //! `a.txt` is `a.txt~2`, the third `a.txt~3` (skipping names already taken).
 
 use std::collections::HashSet;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 
 use thiserror::Error;
 
 use super::{Budget, Capped, LimitExceeded};
 use crate::config::Limits;
+use crate::detect::zip_end_record;
 
 /// Why an archive or one of its members cannot be read.
 #[derive(Debug, Error)]
@@ -83,7 +84,6 @@ pub struct Archive<R> {
     entries: Vec<Entry>,
 }
 
-const EOCD_SIG: u32 = 0x0605_4b50;
 const EOCD_LEN: u64 = 22;
 const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
 const ZIP64_LOCATOR_LEN: u64 = 20;
@@ -93,6 +93,7 @@ const CENTRAL_SIG: u32 = 0x0201_4b50;
 const CENTRAL_LEN: usize = 46;
 const LOCAL_SIG: u32 = 0x0403_4b50;
 const LOCAL_LEN: u64 = 30;
+const DESCRIPTOR_SIG: u32 = 0x0807_4b50;
 /// Longest member name accepted (S3 keys are at most 1,024 bytes; no export comes near this).
 pub const MAX_NAME_BYTES: usize = 4096;
 
@@ -146,67 +147,71 @@ fn find_directory<R: Read + Seek>(reader: &mut R, size: u64) -> Result<Directory
     let tail_start = size - tail_len;
     let mut tail = vec![0u8; tail_len as usize];
     read_at(reader, tail_start, &mut tail)?;
-    // The last record whose comment ends exactly at the end of the file; failing that, the last
-    // signature (some writers pad after the comment).
-    let candidates = (0..=tail.len() - EOCD_LEN as usize)
-        .rev()
-        .filter(|&i| u32_at(&tail, i) == EOCD_SIG);
-    let mut first = None;
-    let mut exact = None;
-    for i in candidates {
-        first.get_or_insert(i);
-        if i + EOCD_LEN as usize + u16_at(&tail, i + 20) as usize == tail.len() {
-            exact = Some(i);
-            break;
-        }
-    }
-    let pos = exact.or(first).ok_or_else(|| {
+    let pos = zip_end_record(&tail, false).ok_or_else(|| {
         ArchiveError::NotAnArchive("no end-of-central-directory record".to_string())
     })?;
     let eocd = &tail[pos..];
+    if pos + EOCD_LEN as usize + u16_at(eocd, 20) as usize > tail.len() {
+        return Err(ArchiveError::Inconsistent(
+            "the end-of-central-directory record's comment runs past the end of the file".into(),
+        ));
+    }
     let eocd_at = tail_start + pos as u64;
     let (disk, cd_disk) = (u16_at(eocd, 4), u16_at(eocd, 6));
     let (on_disk, total) = (u16_at(eocd, 8), u16_at(eocd, 10));
     let (cd_size32, cd_offset32) = (u32_at(eocd, 12), u32_at(eocd, 16));
-    let zip64 = total == u16::MAX || cd_size32 == u32::MAX || cd_offset32 == u32::MAX;
-    let (entries, cd_size, cd_offset, records_at) = if zip64 && eocd_at >= ZIP64_LOCATOR_LEN {
-        let mut locator = [0u8; ZIP64_LOCATOR_LEN as usize];
+    let split =
+        || ArchiveError::NotAnArchive("multi-disk (split) archives are not supported".to_string());
+    // A zip64 locator just before the end record, whether or not the record's own fields say
+    // zip64 (Info-ZIP writes one when streaming, with the 32-bit values still real).
+    let mut locator = [0u8; ZIP64_LOCATOR_LEN as usize];
+    let has_locator = eocd_at >= ZIP64_LOCATOR_LEN + ZIP64_EOCD_LEN && {
         read_at(reader, eocd_at - ZIP64_LOCATOR_LEN, &mut locator)?;
-        if u32_at(&locator, 0) != ZIP64_LOCATOR_SIG {
+        u32_at(&locator, 0) == ZIP64_LOCATOR_SIG
+    };
+    let (entries, cd_size, cd_offset, records_at) = if has_locator {
+        let locator_at = eocd_at - ZIP64_LOCATOR_LEN;
+        let declared_at = u64_at(&locator, 8);
+        // The record ends at the locator; without extensible data it is 56 bytes long, with it
+        // it starts where the locator says (when nothing is prepended).
+        let mut z64 = [0u8; ZIP64_EOCD_LEN as usize];
+        let mut z64_at = locator_at - ZIP64_EOCD_LEN;
+        read_at(reader, z64_at, &mut z64)?;
+        if u32_at(&z64, 0) != ZIP64_EOCD_SIG && declared_at < locator_at {
+            z64_at = declared_at;
+            read_at(reader, z64_at, &mut z64)?;
+        }
+        if u32_at(&z64, 0) != ZIP64_EOCD_SIG
+            || z64_at.checked_add(12 + u64_at(&z64, 4)) != Some(locator_at)
+        {
             return Err(ArchiveError::Inconsistent(
-                "the end-of-central-directory record says zip64, but there is no zip64 locator"
+                "the zip64 end-of-central-directory record is missing or does not end at its \
+                 locator"
                     .to_string(),
             ));
         }
-        // The zip64 record sits just before the locator (its stored offset may be shifted by
-        // prepended data, so it is found from the locator's position).
-        let z64_at = (eocd_at - ZIP64_LOCATOR_LEN)
-            .checked_sub(ZIP64_EOCD_LEN)
-            .ok_or_else(|| {
-                ArchiveError::Inconsistent(
-                    "the zip64 record does not fit before its locator".into(),
-                )
-            })?;
-        let mut z64 = [0u8; ZIP64_EOCD_LEN as usize];
-        read_at(reader, z64_at, &mut z64)?;
-        if u32_at(&z64, 0) != ZIP64_EOCD_SIG {
+        if u32_at(&z64, 16) != 0 || u32_at(&z64, 20) != 0 || u64_at(&z64, 24) != u64_at(&z64, 32) {
+            return Err(split());
+        }
+        let (total64, size64, offset64) = (u64_at(&z64, 32), u64_at(&z64, 40), u64_at(&z64, 48));
+        // The record must follow the directory it describes (as the locator says), and the
+        // 32-bit values that are not escapes must agree with it.
+        let agrees = |v32: u64, escape: u64, v64: u64| v32 == escape || v32 == v64;
+        if declared_at != offset64.saturating_add(size64)
+            || !agrees(total as u64, u16::MAX as u64, total64)
+            || !agrees(cd_size32 as u64, u32::MAX as u64, size64)
+            || !agrees(cd_offset32 as u64, u32::MAX as u64, offset64)
+        {
             return Err(ArchiveError::Inconsistent(
-                "the zip64 end-of-central-directory record is missing".to_string(),
+                "the zip64 end-of-central-directory record disagrees with the end record or \
+                 its locator"
+                    .to_string(),
             ));
         }
-        let on_disk64 = u64_at(&z64, 24);
-        let total64 = u64_at(&z64, 32);
-        if on_disk64 != total64 {
-            return Err(ArchiveError::NotAnArchive(
-                "multi-disk (split) archives are not supported".to_string(),
-            ));
-        }
-        (total64, u64_at(&z64, 40), u64_at(&z64, 48), z64_at)
+        (total64, size64, offset64, z64_at)
     } else {
         if disk != 0 || cd_disk != 0 || on_disk != total {
-            return Err(ArchiveError::NotAnArchive(
-                "multi-disk (split) archives are not supported".to_string(),
-            ));
+            return Err(split());
         }
         (total as u64, cd_size32 as u64, cd_offset32 as u64, eocd_at)
     };
@@ -284,14 +289,21 @@ fn unicode_path(extra: &[u8], raw_name: &[u8]) -> Option<String> {
 /// Code page 437, the zip format's default name encoding, for bytes 0x80..=0xFF.
 const CP437_HIGH: &str = "ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u{a0}";
 
+/// A member's name: UTF-8 when flagged so, or when the bytes are valid UTF-8 (macOS writes
+/// UTF-8 without the flag); else the Info-ZIP Unicode Path field; else CP437.
 fn decode_name(raw: &[u8], flags: u16, extra: &[u8]) -> String {
-    if flags & FLAG_UTF8 != 0 || raw.is_ascii() {
+    if flags & FLAG_UTF8 != 0 {
         return String::from_utf8_lossy(raw).into_owned();
     }
     if let Some(name) = unicode_path(extra, raw) {
         return name;
     }
-    let high: Vec<char> = CP437_HIGH.chars().collect();
+    if let Ok(name) = std::str::from_utf8(raw) {
+        return name.to_string();
+    }
+    static HIGH: std::sync::LazyLock<Vec<char>> =
+        std::sync::LazyLock::new(|| CP437_HIGH.chars().collect());
+    let high = &*HIGH;
     raw.iter()
         .map(|&b| {
             if b < 0x80 {
@@ -442,21 +454,78 @@ fn check_ranges(entries: &mut [Entry], dir: &Directory) -> Result<(), ArchiveErr
     Ok(())
 }
 
+/// Checks the bytes before the first entry (prepended data, a self-extracting stub): they must
+/// not hold a local header that parses as one (a supported method, a name, and its data
+/// fitting before the first entry), which would be a member no directory entry names.
+fn check_prefix<R: Read + Seek>(reader: &mut R, first: u64) -> Result<(), ArchiveError> {
+    if first < LOCAL_LEN {
+        return Ok(());
+    }
+    reader.seek(SeekFrom::Start(0)).map_err(ArchiveError::Io)?;
+    let mut prefix = BufReader::with_capacity(64 * 1024, reader.by_ref().take(first));
+    // The bytes from the last candidate signature on: at most a local header's fixed part.
+    let mut window: Vec<u8> = Vec::with_capacity(64 * 1024 + LOCAL_LEN as usize);
+    let mut window_start = 0u64;
+    loop {
+        let chunk = prefix.fill_buf().map_err(ArchiveError::Io)?;
+        let done = chunk.is_empty();
+        window.extend_from_slice(chunk);
+        let n = chunk.len();
+        prefix.consume(n);
+        let mut at = 0usize;
+        let mut pending = None;
+        while let Some(i) = memchr::memmem::find(&window[at..], &LOCAL_SIG.to_le_bytes()) {
+            let i = at + i;
+            if i + LOCAL_LEN as usize > window.len() {
+                // Wait for the rest of this header (none comes when `done`).
+                pending = Some(i);
+                break;
+            }
+            let h = &window[i..i + LOCAL_LEN as usize];
+            let method = u16_at(h, 8);
+            let name_len = u16_at(h, 26) as u64;
+            let extra_len = u16_at(h, 28) as u64;
+            let compressed = u32_at(h, 18) as u64;
+            let offset = window_start + i as u64;
+            let end = offset + LOCAL_LEN + name_len + extra_len + compressed;
+            if matches!(method, METHOD_STORED | METHOD_DEFLATED | METHOD_ZSTD)
+                && name_len > 0
+                && end <= first
+            {
+                return Err(ArchiveError::Inconsistent(format!(
+                    "the data before the first entry holds a local header at offset {offset} \
+                     that no central directory entry names (a hidden member)"
+                )));
+            }
+            at = i + 1;
+        }
+        if done {
+            return Ok(());
+        }
+        // Keep what may be the start of a header cut by the read.
+        let keep_from = pending.unwrap_or(window.len().saturating_sub(3));
+        window_start += keep_from as u64;
+        window.drain(..keep_from);
+    }
+}
+
 /// Gives every entry a name no other entry has: `a.txt`, `a.txt~2`, `a.txt~3`…
 fn unique_names(entries: &mut [Entry]) {
     let mut taken: HashSet<String> = entries.iter().map(|e| e.info.name.clone()).collect();
     let mut seen: HashSet<String> = HashSet::new();
+    // The next suffix to try for each name, so that many entries with one name cost linear time.
+    let mut next: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for e in entries.iter_mut() {
         if seen.insert(e.info.name.clone()) {
             continue;
         }
-        let mut n = 2u64;
+        let n = next.entry(e.info.stored_name.clone()).or_insert(2);
         let name = loop {
             let candidate = format!("{}~{n}", e.info.stored_name);
+            *n += 1;
             if !taken.contains(&candidate) {
                 break candidate;
             }
-            n += 1;
         };
         taken.insert(name.clone());
         seen.insert(name.clone());
@@ -493,6 +562,12 @@ impl<R: Read + Seek + Send> Archive<R> {
             }
         }
         check_ranges(&mut entries, &dir)?;
+        let first = entries
+            .iter()
+            .map(|e| e.local_offset)
+            .min()
+            .unwrap_or(dir.start);
+        check_prefix(&mut reader, first)?;
         let declared = entries
             .iter()
             .fold(0u64, |sum, e| sum.saturating_add(e.info.size));
@@ -503,6 +578,14 @@ impl<R: Read + Seek + Send> Archive<R> {
             size,
             entries,
         })
+    }
+
+    /// Where an entry's local header lies (prepended data counted): members read in this order
+    /// are read front to back.
+    pub fn data_offset(&self, member: &MemberInfo) -> u64 {
+        self.entries
+            .get(member.index)
+            .map_or(u64::MAX, |e| e.local_offset)
     }
 
     /// The entries of the central directory, in archive order.
@@ -608,7 +691,7 @@ impl<R: Read + Seek + Send> Archive<R> {
             .seek(SeekFrom::Start(data_start))
             .map_err(ArchiveError::Io)?;
         let raw = (&mut self.reader).take(entry.info.compressed_size);
-        let decoded: Box<dyn Read + Send + 'a> = match entry.method {
+        let body = match entry.method {
             METHOD_STORED => {
                 if entry.info.compressed_size != entry.info.size {
                     return Err(bad(format!(
@@ -616,14 +699,20 @@ impl<R: Read + Seek + Send> Archive<R> {
                         entry.info.compressed_size, entry.info.size
                     )));
                 }
-                Box::new(raw)
+                Body::Stored(raw)
             }
-            METHOD_DEFLATED => Box::new(flate2::read::DeflateDecoder::new(raw)),
+            METHOD_DEFLATED => Body::Deflate(flate2::bufread::DeflateDecoder::new(
+                BufReader::with_capacity(MEMBER_BUFFER, raw),
+            )),
             METHOD_ZSTD => {
-                let mut decoder =
-                    zstd::stream::read::Decoder::new(raw).map_err(ArchiveError::Io)?;
-                decoder.window_log_max(27).map_err(ArchiveError::Io)?;
-                Box::new(decoder)
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(
+                    BufReader::with_capacity(MEMBER_BUFFER, raw),
+                )
+                .map_err(ArchiveError::Io)?;
+                decoder
+                    .window_log_max(super::ZSTD_WINDOW_LOG_MAX)
+                    .map_err(ArchiveError::Io)?;
+                Body::Zstd(decoder)
             }
             other => {
                 return Err(bad(format!(
@@ -632,7 +721,7 @@ impl<R: Read + Seek + Send> Archive<R> {
             }
         };
         let checked = Checked {
-            inner: decoded,
+            inner: body,
             declared_size: entry.info.size,
             declared_crc: entry.crc32,
             hasher: crc32fast::Hasher::new(),
@@ -640,6 +729,52 @@ impl<R: Read + Seek + Send> Archive<R> {
             verified: false,
         };
         Ok(Box::new(Capped::new(checked, budget)))
+    }
+
+    /// Checks an entry whose data is not indexed (a directory entry): its local header, its
+    /// (empty) data and the bytes up to the next entry, as for any member.
+    pub fn check_entry(&mut self, member: &MemberInfo) -> Result<(), ArchiveError> {
+        let budget = Budget::default();
+        let mut stream = self.open_member(member, &budget)?;
+        io::copy(&mut stream, &mut io::sink()).map_err(|e| ArchiveError::Member {
+            name: member.name.clone(),
+            message: e.to_string(),
+        })?;
+        drop(stream);
+        self.check_gap_after(member)
+    }
+}
+
+/// Read buffer of a compressed member's input.
+const MEMBER_BUFFER: usize = 64 * 1024;
+
+/// The decoder of one member's data, over exactly its compressed bytes.
+enum Body<'a, R> {
+    Stored(io::Take<&'a mut R>),
+    Deflate(flate2::bufread::DeflateDecoder<BufReader<io::Take<&'a mut R>>>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<io::Take<&'a mut R>>>),
+}
+
+impl<R: Read> Read for Body<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Body::Stored(r) => r.read(buf),
+            Body::Deflate(r) => r.read(buf),
+            Body::Zstd(r) => r.read(buf),
+        }
+    }
+}
+
+impl<R: Read> Body<'_, R> {
+    /// Whether compressed bytes are left once the decoder has ended: data past the end of the
+    /// compressed stream but inside the member's declared compressed size.
+    fn input_left(&mut self) -> io::Result<bool> {
+        let input = match self {
+            Body::Stored(r) => return Ok(r.limit() > 0),
+            Body::Deflate(r) => r.get_mut(),
+            Body::Zstd(r) => r.get_mut(),
+        };
+        Ok(!input.fill_buf()?.is_empty())
     }
 }
 
@@ -661,44 +796,49 @@ impl<R: Read + Seek + Send> Archive<R> {
             return Ok(());
         }
         let descriptor = entry.flags & FLAG_DESCRIPTOR != 0;
-        let zip64 =
-            entry.info.size >= u32::MAX as u64 || entry.info.compressed_size >= u32::MAX as u64;
+        let (crc, compressed, size) = (entry.crc32, entry.info.compressed_size, entry.info.size);
         let name = entry.info.stored_name.clone();
         self.reader
             .seek(SeekFrom::Start(start))
             .map_err(ArchiveError::Io)?;
         let mut gap = (&mut self.reader).take(len);
-        let mut buf = vec![0u8; 64 * 1024];
-        // The last 3 bytes of the previous read, so that a signature across reads is found.
-        let mut carry: Vec<u8> = Vec::new();
-        let mut at = start;
-        let mut skip = 0u64;
-        let mut first = true;
-        loop {
-            let n = gap.read(&mut buf).map_err(ArchiveError::Io)?;
-            if n == 0 {
-                return Ok(());
-            }
-            let mut chunk = &buf[..n];
-            if first {
-                first = false;
-                if descriptor {
-                    let signed = chunk.starts_with(b"PK\x07\x08");
-                    skip = match (signed, zip64) {
-                        (true, true) => 24,
-                        (true, false) => 16,
-                        (false, true) => 20,
-                        (false, false) => 12,
+        // A data descriptor is skipped only when it is one: its CRC-32 and sizes (32- or 64-bit,
+        // with or without its signature) are the central entry's.
+        let mut head = [0u8; 24];
+        let head_len = (len as usize).min(head.len());
+        gap.read_exact(&mut head[..head_len])
+            .map_err(ArchiveError::Io)?;
+        let head = &head[..head_len];
+        let skip = if descriptor {
+            [(true, false), (true, true), (false, false), (false, true)]
+                .into_iter()
+                .find_map(|(signed, wide)| {
+                    let at = if signed { 4 } else { 0 };
+                    let width = if wide { 8 } else { 4 };
+                    let end = at + 4 + 2 * width;
+                    let field = |i: usize| -> u64 {
+                        let from = at + 4 + i * width;
+                        if wide {
+                            u64_at(head, from)
+                        } else {
+                            u32_at(head, from) as u64
+                        }
                     };
-                }
-            }
-            let skipped = skip.min(chunk.len() as u64) as usize;
-            skip -= skipped as u64;
-            chunk = &chunk[skipped..];
-            at += skipped as u64;
-            let mut window = std::mem::take(&mut carry);
-            let window_start = at - window.len() as u64;
-            window.extend_from_slice(chunk);
+                    (head.len() >= end
+                        && (!signed || u32_at(head, 0) == DESCRIPTOR_SIG)
+                        && u32_at(head, at) == crc
+                        && field(0) == compressed
+                        && field(1) == size)
+                        .then_some(end)
+                })
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let mut window: Vec<u8> = head[skip..].to_vec();
+        let mut window_start = start + skip as u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
             if let Some(i) = memchr::memmem::find(&window, &LOCAL_SIG.to_le_bytes()) {
                 return Err(ArchiveError::Inconsistent(format!(
                     "a local header at offset {} after the data of entry {name:?} belongs to no \
@@ -706,16 +846,23 @@ impl<R: Read + Seek + Send> Archive<R> {
                     window_start + i as u64
                 )));
             }
-            at += chunk.len() as u64;
-            carry = window[window.len().saturating_sub(3)..].to_vec();
+            let n = gap.read(&mut buf).map_err(ArchiveError::Io)?;
+            if n == 0 {
+                return Ok(());
+            }
+            // The last 3 bytes stay, so that a signature across reads is found.
+            let keep = window.len().min(3);
+            window_start += (window.len() - keep) as u64;
+            window.drain(..window.len() - keep);
+            window.extend_from_slice(&buf[..n]);
         }
     }
 }
 
 /// Fails at the end of a member whose data does not have the size and CRC-32 its directory
 /// entry declares (and as soon as it has more bytes than declared).
-struct Checked<R> {
-    inner: R,
+struct Checked<B> {
+    inner: B,
     declared_size: u64,
     declared_crc: u32,
     hasher: crc32fast::Hasher,
@@ -724,7 +871,7 @@ struct Checked<R> {
     verified: bool,
 }
 
-impl<R: Read> Read for Checked<R> {
+impl<R: Read> Read for Checked<Body<'_, R>> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.verified {
             return Ok(0);
@@ -746,6 +893,13 @@ impl<R: Read> Read for Checked<R> {
                         },
                         self.seen
                     ),
+                ));
+            }
+            if self.inner.input_left()? {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "member data continues past the end of its compressed stream, inside its \
+                     declared compressed size",
                 ));
             }
             let crc = std::mem::take(&mut self.hasher).finalize();

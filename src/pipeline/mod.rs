@@ -22,10 +22,10 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::config::{Config, KeyFilter};
-use crate::decode::zip::{Archive, ArchiveError};
+use crate::decode::zip::{Archive, ArchiveError, MemberInfo};
 use crate::decode::{self, Budget, limit_of};
 use crate::detect::{
-    MAGIC_LEN, ZIP_END_LEN, codec_from_magic, ends_like_zip, kind_from_key, single_part_name,
+    MAGIC_LEN, ZIP_TAIL_LEN, codec_from_magic, ends_like_zip, kind_from_key, single_part_name,
 };
 use crate::index::{self, FormatError, Indexed, Options, SNIFF_LEN};
 use crate::manifest::{
@@ -114,6 +114,7 @@ struct Ctx<'a> {
     writer: Option<&'a dyn PartWriter>,
     budget: Budget,
     used_keys: HashSet<String>,
+    next_suffix: std::collections::HashMap<String, u64>,
     deadline: Option<Instant>,
     /// Set when some stream or archive could not be read to its end, or a limit was crossed:
     /// what the failure is a property of (see [`Ctx::fail`]).
@@ -151,6 +152,7 @@ pub fn index_object(
         writer: if cfg.write_parts { writer } else { None },
         budget: Budget::new(source.size(), &cfg.limits),
         used_keys: HashSet::new(),
+        next_suffix: Default::default(),
         deadline,
         cause: None,
         retryable: None,
@@ -180,7 +182,7 @@ pub fn index_object(
                 manifest.compression = codec_from_magic(&head);
                 if manifest.compression == Compression::None
                     && !head.starts_with(crate::detect::AVRO_MAGIC)
-                    && size >= ZIP_END_LEN as u64
+                    && size >= 22
                 {
                     // A zip with data prepended (self-extracting style) is still a zip.
                     match read_tail(source) {
@@ -280,9 +282,10 @@ fn settle_uploads(ctx: &mut Ctx<'_>, manifest: &mut Manifest) {
 
 fn read_tail(source: &dyn ObjectSource) -> io::Result<Vec<u8>> {
     let size = source.size();
-    let mut tail = Vec::with_capacity(ZIP_END_LEN);
+    let len = size.min(ZIP_TAIL_LEN as u64);
+    let mut tail = Vec::with_capacity(len as usize);
     source
-        .read_range(size - ZIP_END_LEN as u64, size)?
+        .read_range(size - len, size)?
         .read_to_end(&mut tail)?;
     Ok(tail)
 }
@@ -362,7 +365,24 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
     if deadline_passed(ctx, manifest, "after reading the archive's directory") {
         return;
     }
-    for member in members.iter().filter(|m| !m.is_dir) {
+    // Read in the order the data lies (one forward stream, whatever order the directory lists
+    // them in); listed in the manifest in directory order.
+    let mut order: Vec<&MemberInfo> = members.iter().collect();
+    order.sort_by_key(|m| archive.data_offset(m));
+    let first_part = manifest.parts.len();
+    let mut part_index: Vec<usize> = Vec::new();
+    for member in order {
+        if member.is_dir {
+            if let Err(e) = archive.check_entry(member) {
+                let message = archive_error_message(ctx, e);
+                manifest.errors.push(ObjectError {
+                    message,
+                    part: None,
+                });
+            }
+            continue;
+        }
+        part_index.push(member.index);
         let container = format!("zip member {:?}", member.name);
         let mut read_to_end = false;
         match archive.open_member(member, &ctx.budget) {
@@ -399,6 +419,14 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
             break;
         }
     }
+    let mut listed: Vec<(usize, Part)> = part_index
+        .into_iter()
+        .zip(manifest.parts.drain(first_part..))
+        .collect();
+    listed.sort_by_key(|(index, _)| *index);
+    manifest
+        .parts
+        .extend(listed.into_iter().map(|(_, part)| part));
 }
 
 fn archive_error_message(ctx: &mut Ctx<'_>, e: ArchiveError) -> String {
@@ -526,9 +554,10 @@ fn output_key(ctx: &mut Ctx<'_>, name: &str) -> String {
     let clean = sanitize_part_name(name).unwrap_or_else(|| "part".to_string());
     let prefix = &ctx.cfg.output_prefix;
     let mut key = part_key_of(prefix, ctx.key, ctx.version_id, &clean);
-    let mut n = 1;
+    // The next suffix to try per name: many parts with one clean name cost linear time.
+    let n = ctx.next_suffix.entry(clean.clone()).or_insert(1);
     while !ctx.used_keys.insert(key.clone()) {
-        n += 1;
+        *n += 1;
         key = part_key_of(prefix, ctx.key, ctx.version_id, &format!("{clean}~{n}"));
     }
     key
