@@ -1218,8 +1218,7 @@ async fn forward(
     for name in names {
         let key = delivery_key(&env.cfg.output_prefix, &manifest.source.key, name);
         let stamp = manifest_stamp(manifest);
-        let delivery =
-            deliver_once(env, out_bucket, &key, name, &msg, &stamp, started, deadline).await;
+        let delivery = deliver_once(env, out_bucket, &key, name, &msg, &stamp, started).await;
         match &delivery.error {
             None => {
                 info!(sink = name, outcome = delivery.outcome, latency_ms = ?delivery.latency_ms, "manifest forwarded")
@@ -1252,8 +1251,8 @@ async fn deliver_once(
     msg: &sink::Outgoing,
     stamp: &str,
     started: Instant,
-    deadline: Option<Instant>,
 ) -> Delivery {
+    let deadline = msg.deadline;
     let record = |state: &str, expires: Option<u64>| {
         serde_json::to_vec(&DeliveryRecord {
             idempotency_key: msg.idempotency_key.clone(),
