@@ -7,8 +7,12 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read};
 
+use std::rc::Rc;
+
 use apache_avro::Schema;
-use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::{
+    DecimalSchema, InnerDecimalSchema, Name, NamesRef, NamespaceRef, ResolvedSchema, UuidSchema,
+};
 
 use super::{FormatError, Indexed, Offsets, Options};
 use crate::decode::{AvroCodec, avro_block};
@@ -148,6 +152,344 @@ fn read_header<R: BufRead>(r: &mut Tracked<R>, max: u64) -> io::Result<Header> {
     })
 }
 
+/// Records of a schema whose values always take no bytes (`null`, an empty record, `fixed` of
+/// size 0) are counted without being decoded; a block may claim at most this many of them.
+pub const MAX_ZERO_BYTE_RECORDS: u64 = 1 << 24;
+
+/// Size of the window the decompressed data of a block is read through.
+const WINDOW: usize = 64 * 1024;
+
+/// A schema compiled for checking records without building values. Types whose values always take
+/// no bytes compile to `None` and are skipped, so every node that is visited consumes at least one
+/// byte: the work per record is linear in its bytes whatever the schema.
+///
+/// Logical types are read as their underlying type: a `uuid` string that is not a UUID, a
+/// `decimal` of any bytes or a `timestamp-millis` of any long are valid data of the file.
+#[derive(Debug)]
+enum Node {
+    Boolean,
+    Int,
+    Long,
+    /// `float` (4), `double` (8) and `fixed` (its size, not 0) are skipped.
+    Skip(u64),
+    Bytes,
+    String,
+    Enum(u64),
+    Array(Option<Rc<Node>>),
+    Map(Option<Rc<Node>>),
+    Union(Vec<Option<Rc<Node>>>),
+    Record(Vec<Rc<Node>>),
+}
+
+/// Compiles a parsed, non-recursive schema; `None` when its values take no bytes.
+fn compile_schema(schema: &Schema) -> io::Result<Option<Rc<Node>>> {
+    let resolved = ResolvedSchema::try_from(schema)
+        .map_err(|e| FormatError::io(format!("Avro schema cannot be used: {e}")))?;
+    let mut named = HashMap::new();
+    compile(schema, None, resolved.get_names(), &mut named)
+}
+
+fn compile(
+    schema: &Schema,
+    namespace: NamespaceRef<'_>,
+    names: &NamesRef<'_>,
+    named: &mut HashMap<Name, Option<Rc<Node>>>,
+) -> io::Result<Option<Rc<Node>>> {
+    let fixed = |size: usize| (size > 0).then(|| Rc::new(Node::Skip(size as u64)));
+    let node = match schema {
+        Schema::Null => None,
+        Schema::Boolean => Some(Rc::new(Node::Boolean)),
+        Schema::Int | Schema::Date | Schema::TimeMillis => Some(Rc::new(Node::Int)),
+        Schema::Long
+        | Schema::TimeMicros
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros
+        | Schema::TimestampNanos
+        | Schema::LocalTimestampMillis
+        | Schema::LocalTimestampMicros
+        | Schema::LocalTimestampNanos => Some(Rc::new(Node::Long)),
+        Schema::Float => Some(Rc::new(Node::Skip(4))),
+        Schema::Double => Some(Rc::new(Node::Skip(8))),
+        Schema::Bytes
+        | Schema::BigDecimal
+        | Schema::Uuid(UuidSchema::Bytes)
+        | Schema::Decimal(DecimalSchema {
+            inner: InnerDecimalSchema::Bytes,
+            ..
+        }) => Some(Rc::new(Node::Bytes)),
+        Schema::String | Schema::Uuid(UuidSchema::String) => Some(Rc::new(Node::String)),
+        Schema::Fixed(f)
+        | Schema::Uuid(UuidSchema::Fixed(f))
+        | Schema::Duration(f)
+        | Schema::Decimal(DecimalSchema {
+            inner: InnerDecimalSchema::Fixed(f),
+            ..
+        }) => fixed(f.size),
+        Schema::Enum(e) => Some(Rc::new(Node::Enum(e.symbols.len() as u64))),
+        Schema::Array(a) => Some(Rc::new(Node::Array(compile(
+            &a.items, namespace, names, named,
+        )?))),
+        Schema::Map(m) => Some(Rc::new(Node::Map(compile(
+            &m.types, namespace, names, named,
+        )?))),
+        Schema::Union(u) => Some(Rc::new(Node::Union(
+            u.variants()
+                .iter()
+                .map(|v| compile(v, namespace, names, named))
+                .collect::<io::Result<_>>()?,
+        ))),
+        Schema::Record(record) => {
+            let name = record.name.fully_qualified_name(namespace).into_owned();
+            if let Some(node) = named.get(&name) {
+                return Ok(node.clone());
+            }
+            let mut fields = Vec::new();
+            for field in &record.fields {
+                if let Some(node) = compile(&field.schema, name.namespace(), names, named)? {
+                    fields.push(node);
+                }
+            }
+            let node = (!fields.is_empty()).then(|| Rc::new(Node::Record(fields)));
+            named.insert(name, node.clone());
+            node
+        }
+        Schema::Ref { name } => {
+            let name = name.fully_qualified_name(namespace).into_owned();
+            if let Some(node) = named.get(&name) {
+                return Ok(node.clone());
+            }
+            let target = names.get(&name).ok_or_else(|| {
+                FormatError::io(format!("Avro schema refers to an unknown type {name:?}"))
+            })?;
+            // Named types are compiled once (`named`); the schema is not recursive.
+            let node = compile(target, name.namespace(), names, named)?;
+            named.insert(name, node.clone());
+            node
+        }
+    };
+    Ok(node)
+}
+
+/// The decompressed data of one block, read through a window; checks records against a [`Node`].
+struct Src<'a, 'w> {
+    inner: Box<dyn Read + 'a>,
+    buf: &'w mut [u8],
+    pos: usize,
+    end: usize,
+}
+
+fn bad(message: impl Into<String>) -> io::Error {
+    FormatError::io(message)
+}
+
+fn ends() -> io::Error {
+    bad("the block's data ends inside the record")
+}
+
+impl<'a, 'w> Src<'a, 'w> {
+    fn new(inner: Box<dyn Read + 'a>, buf: &'w mut [u8]) -> Self {
+        Src {
+            inner,
+            buf,
+            pos: 0,
+            end: 0,
+        }
+    }
+
+    /// Moves the unread bytes to the front of the window and reads more after them; `false` at
+    /// the end of the data.
+    #[cold]
+    fn fill(&mut self) -> io::Result<bool> {
+        self.buf.copy_within(self.pos..self.end, 0);
+        self.end -= self.pos;
+        self.pos = 0;
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn at_end(&mut self) -> io::Result<bool> {
+        Ok(self.pos == self.end && !self.fill()?)
+    }
+
+    #[inline]
+    fn byte(&mut self) -> io::Result<u8> {
+        if self.pos == self.end && !self.fill()? {
+            return Err(ends());
+        }
+        let b = self.buf[self.pos];
+        self.pos += 1;
+        Ok(b)
+    }
+
+    /// A zigzag varint of at most 10 bytes, as `apache-avro` reads it.
+    #[inline]
+    fn long(&mut self) -> io::Result<i64> {
+        let mut z: u64 = 0;
+        if self.end - self.pos >= 10 {
+            let bytes = &self.buf[self.pos..self.pos + 10];
+            for (i, &b) in bytes.iter().enumerate() {
+                z |= u64::from(b & 0x7f) << (7 * i);
+                if b & 0x80 == 0 {
+                    self.pos += i + 1;
+                    return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+                }
+            }
+        } else {
+            for i in 0..10 {
+                let b = self.byte()?;
+                z |= u64::from(b & 0x7f) << (7 * i);
+                if b & 0x80 == 0 {
+                    return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+                }
+            }
+        }
+        Err(bad("a varint is longer than 10 bytes"))
+    }
+
+    fn len(&mut self) -> io::Result<u64> {
+        let n = self.long()?;
+        u64::try_from(n).map_err(|_| bad(format!("negative length {n}")))
+    }
+
+    fn skip(&mut self, mut n: u64) -> io::Result<()> {
+        loop {
+            let avail = (self.end - self.pos) as u64;
+            if avail >= n {
+                self.pos += n as usize;
+                return Ok(());
+            }
+            n -= avail;
+            self.pos = self.end;
+            if !self.fill()? {
+                return Err(ends());
+            }
+        }
+    }
+
+    /// Checks that the next `n` bytes are UTF-8, in pieces when they are not all in the window.
+    fn utf8(&mut self, mut n: u64) -> io::Result<()> {
+        let invalid = || bad("a string is not valid UTF-8");
+        loop {
+            let avail = self.end - self.pos;
+            if avail as u64 >= n {
+                let end = self.pos + n as usize;
+                std::str::from_utf8(&self.buf[self.pos..end]).map_err(|_| invalid())?;
+                self.pos = end;
+                return Ok(());
+            }
+            // All of the window belongs to the string; a character cut by its end is checked
+            // once the next read brings the rest of it to the front.
+            let good = match std::str::from_utf8(&self.buf[self.pos..self.end]) {
+                Ok(_) => avail,
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => return Err(invalid()),
+            };
+            self.pos += good;
+            n -= good as u64;
+            if !self.fill()? {
+                return Err(ends());
+            }
+        }
+    }
+
+    /// The number of items in the next block of an array or map (0 at its end).
+    fn items(&mut self) -> io::Result<u64> {
+        let n = self.long()?;
+        if n < 0 {
+            // A negative count is followed by the block's size in bytes.
+            self.long()?;
+        }
+        Ok(n.unsigned_abs())
+    }
+
+    fn value(&mut self, node: &Node) -> io::Result<()> {
+        match node {
+            Node::Boolean => {
+                let b = self.byte()?;
+                if b > 1 {
+                    return Err(bad(format!("boolean byte {b}")));
+                }
+            }
+            Node::Int => {
+                let v = self.long()?;
+                if i32::try_from(v).is_err() {
+                    return Err(bad(format!("int {v} is out of range")));
+                }
+            }
+            Node::Long => {
+                self.long()?;
+            }
+            Node::Skip(n) => self.skip(*n)?,
+            Node::Bytes => {
+                let n = self.len()?;
+                self.skip(n)?;
+            }
+            Node::String => {
+                let n = self.len()?;
+                self.utf8(n)?;
+            }
+            Node::Enum(symbols) => {
+                let i = self.long()?;
+                if i < 0 || i as u64 >= *symbols || i32::try_from(i).is_err() {
+                    return Err(bad(format!("enum index {i} of {symbols} symbols")));
+                }
+            }
+            Node::Array(items) => loop {
+                let n = self.items()?;
+                if n == 0 {
+                    break;
+                }
+                if let Some(item) = items {
+                    for _ in 0..n {
+                        self.value(item)?;
+                    }
+                }
+            },
+            Node::Map(values) => loop {
+                let n = self.items()?;
+                if n == 0 {
+                    break;
+                }
+                for _ in 0..n {
+                    let k = self.len()?;
+                    self.utf8(k)?;
+                    if let Some(v) = values {
+                        self.value(v)?;
+                    }
+                }
+            },
+            Node::Union(variants) => {
+                let i = self.long()?;
+                match usize::try_from(i).ok().and_then(|i| variants.get(i)) {
+                    Some(Some(v)) => self.value(v)?,
+                    Some(None) => {}
+                    None => {
+                        return Err(bad(format!(
+                            "union index {i} of {} variants",
+                            variants.len()
+                        )));
+                    }
+                }
+            }
+            Node::Record(fields) => {
+                for f in fields {
+                    self.value(f)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
     let mut out = Indexed::default();
     let mut offsets = Offsets::new(opts.offset_interval);
@@ -183,9 +525,9 @@ fn blocks<R: BufRead>(
             "recursive Avro schemas (a named type that contains itself) are not supported",
         ));
     }
-    let datum = GenericDatumReader::builder(&header.schema)
-        .build()
-        .map_err(|e| FormatError::io(format!("Avro schema cannot be used: {e}")))?;
+    let record = compile_schema(&header.schema)?;
+    // One window for the decompressed data of every block.
+    let mut window = vec![0u8; WINDOW].into_boxed_slice();
     let mut block_no = 0u64;
     loop {
         let at_end = match t.fill_buf() {
@@ -212,21 +554,25 @@ fn blocks<R: BufRead>(
             )));
         }
         let (count, size) = (count as u64, size as u64);
-        // Records of an empty schema take no bytes: without a bound, a forged count would spin.
-        if count > max {
+        // Records of a schema that takes no bytes are counted, not decoded (there is nothing to
+        // decode), so a forged count costs no time; it is still bounded.
+        if record.is_none() && count > MAX_ZERO_BYTE_RECORDS {
             return Err(FormatError::io(format!(
-                "Avro block {block_no} at byte {block_start} claims {count} records, over MAX_RECORD_BYTES ({max})"
-            )));
-        }
-        if size > max {
-            return Err(FormatError::io(format!(
-                "Avro block {block_no} at byte {block_start} is {size} bytes, over MAX_RECORD_BYTES ({max})"
+                "Avro block {block_no} at byte {block_start} claims {count} records of a schema that takes no bytes (at most {MAX_ZERO_BYTE_RECORDS} per block)"
             )));
         }
         let first_record = out.records;
         offsets.record_at(first_record, block_start);
-        let block = read_block(t, &header, &datum, count, size, first_record, max)
-            .map_err(|e| tag(e, block_no, block_start));
+        let block = read_block(
+            t,
+            &header,
+            record.as_deref(),
+            count,
+            size,
+            opts,
+            &mut window,
+        )
+        .map_err(|e| tag(e, block_no, block_start));
         // The stream's own failure (decoder, limit, source) explains a broken block best.
         if let Some(e) = t.error.take() {
             return Err(e);
@@ -267,33 +613,42 @@ fn is_recursive<'a>(schema: &'a Schema, path: &mut Vec<&'a str>) -> bool {
     }
 }
 
-/// Decodes the `count` records of one block from its `size` compressed bytes.
+/// Decodes the `count` records of one block from its `size` compressed bytes, as a stream: the
+/// block is never held whole (except a snappy one, see `decode::avro_block`).
 fn read_block<R: BufRead>(
     t: &mut Tracked<R>,
     header: &Header,
-    datum: &GenericDatumReader<'_>,
+    record: Option<&Node>,
     count: u64,
     size: u64,
-    first_record: u64,
-    max: u64,
+    opts: &Options,
+    window: &mut [u8],
 ) -> io::Result<()> {
     let mut compressed = (&mut *t).take(size);
-    let mut data = avro_block(header.codec, &mut compressed, size, max)?;
-    for i in 0..count {
-        datum.read_value(&mut data).map_err(|e| {
-            FormatError::io(format!(
-                "record {} cannot be decoded: {e}",
-                first_record + i
-            ))
-        })?;
+    let data = avro_block(
+        header.codec,
+        &mut compressed,
+        size,
+        opts.max_record_bytes,
+        &opts.budget,
+    )?;
+    let mut src = Src::new(data, window);
+    if let Some(record) = record {
+        for i in 0..count {
+            src.value(record).map_err(|e| match e.get_ref() {
+                Some(inner) if inner.is::<FormatError>() => FormatError::io(format!(
+                    "record {i} of the block's {count} cannot be decoded: {inner}"
+                )),
+                _ => e,
+            })?;
+        }
     }
-    let mut probe = [0u8; 1];
-    if data.read(&mut probe)? != 0 {
+    if !src.at_end()? {
         return Err(FormatError::io(format!(
             "the block holds more data than its {count} records"
         )));
     }
-    drop(data);
+    drop(src);
     // Compressed codecs may stop before the end of their input.
     io::copy(&mut compressed, &mut io::sink())?;
     if compressed.limit() != 0 {
@@ -363,6 +718,7 @@ mod tests {
             &Options {
                 offset_interval: 10,
                 max_record_bytes: 32 << 20,
+                budget: crate::decode::Budget::default(),
             },
         );
         let fatal = out.fatal.expect("refused").to_string();
