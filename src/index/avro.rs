@@ -673,6 +673,409 @@ fn tag(e: io::Error, block_no: u64, block_start: u64) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Limits;
+    use crate::decode::{Budget, limit_of};
+    use apache_avro::types::Value as AV;
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    fn zz(v: i64, out: &mut Vec<u8>) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        loop {
+            let b = (z & 0x7f) as u8;
+            z >>= 7;
+            if z == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    const SYNC: [u8; SYNC_LEN] = *b"0123456789abcdef";
+
+    /// An object container written by hand: `blocks` are (declared count, uncompressed data).
+    fn container(schema: &str, codec: &str, blocks: &[(i64, Vec<u8>)]) -> Vec<u8> {
+        let mut out = b"Obj\x01".to_vec();
+        zz(2, &mut out);
+        for (k, v) in [
+            ("avro.schema", schema.as_bytes()),
+            ("avro.codec", codec.as_bytes()),
+        ] {
+            zz(k.len() as i64, &mut out);
+            out.extend_from_slice(k.as_bytes());
+            zz(v.len() as i64, &mut out);
+            out.extend_from_slice(v);
+        }
+        zz(0, &mut out);
+        out.extend_from_slice(&SYNC);
+        for (count, data) in blocks {
+            let packed = match codec {
+                "null" => data.clone(),
+                "deflate" => {
+                    let mut e = flate2::write::DeflateEncoder::new(
+                        Vec::new(),
+                        flate2::Compression::default(),
+                    );
+                    e.write_all(data).unwrap();
+                    e.finish().unwrap()
+                }
+                "zstandard" => zstd::encode_all(&data[..], 3).unwrap(),
+                "snappy" => {
+                    let mut p = snap::raw::Encoder::new().compress_vec(data).unwrap();
+                    p.extend_from_slice(&crc32fast::hash(data).to_be_bytes());
+                    p
+                }
+                other => panic!("codec {other}"),
+            };
+            zz(*count, &mut out);
+            zz(packed.len() as i64, &mut out);
+            out.extend_from_slice(&packed);
+            out.extend_from_slice(&SYNC);
+        }
+        out
+    }
+
+    fn opts() -> Options {
+        Options {
+            offset_interval: 10,
+            max_record_bytes: 1 << 20,
+            budget: Budget::default(),
+        }
+    }
+
+    fn run(bytes: &[u8], opts: &Options) -> Indexed {
+        index(&mut io::BufReader::with_capacity(4096, bytes), opts)
+    }
+
+    /// Every kind of type, logical types, named types referred to by short names in namespaces.
+    const ALL_TYPES: &str = r#"{"type":"record","name":"Event","namespace":"a.b","fields":[
+        {"name":"b","type":"boolean"},{"name":"i","type":"int"},{"name":"l","type":"long"},
+        {"name":"f","type":"float"},{"name":"d","type":"double"},{"name":"by","type":"bytes"},
+        {"name":"s","type":"string"},{"name":"n","type":"null"},
+        {"name":"fx","type":{"type":"fixed","name":"Hash","size":3}},
+        {"name":"e","type":{"type":"enum","name":"Color","symbols":["RED","GREEN"]}},
+        {"name":"arr","type":{"type":"array","items":"string"}},
+        {"name":"m","type":{"type":"map","values":"long"}},
+        {"name":"u","type":["null","string","Color"]},
+        {"name":"inner","type":{"type":"record","name":"Inner","namespace":"c","fields":[
+            {"name":"h","type":"a.b.Hash"},{"name":"empty","type":{"type":"record","name":"Empty","fields":[]}}]}},
+        {"name":"again","type":"c.Inner"},
+        {"name":"uuid","type":{"type":"string","logicalType":"uuid"}},
+        {"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":4,"scale":2}},
+        {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"date","type":{"type":"int","logicalType":"date"}}
+    ]}"#;
+
+    fn all_types_value(i: i64) -> AV {
+        let inner = AV::Record(vec![
+            ("h".into(), AV::Fixed(3, vec![1, 2, 3])),
+            ("empty".into(), AV::Record(vec![])),
+        ]);
+        AV::Record(vec![
+            ("b".into(), AV::Boolean(i % 2 == 0)),
+            ("i".into(), AV::Int(-(i as i32) * 1000)),
+            ("l".into(), AV::Long(i << 40)),
+            ("f".into(), AV::Float(1.5)),
+            ("d".into(), AV::Double(-2.25)),
+            ("by".into(), AV::Bytes(vec![0xff; i as usize % 5])),
+            ("s".into(), AV::String("été ✓ 🎉".repeat(i as usize % 4))),
+            ("n".into(), AV::Null),
+            ("fx".into(), AV::Fixed(3, vec![9, 8, 7])),
+            ("e".into(), AV::Enum(1, "GREEN".into())),
+            (
+                "arr".into(),
+                AV::Array(vec![AV::String("x".into()); i as usize % 3]),
+            ),
+            (
+                "m".into(),
+                AV::Map([("k".to_string(), AV::Long(i))].into_iter().collect()),
+            ),
+            (
+                "u".into(),
+                AV::Union(2, Box::new(AV::Enum(0, "RED".into()))),
+            ),
+            ("inner".into(), inner.clone()),
+            ("again".into(), inner),
+            (
+                "uuid".into(),
+                AV::Uuid(apache_avro::Uuid::from_u128(i as u128)),
+            ),
+            (
+                "dec".into(),
+                AV::Decimal(apache_avro::Decimal::from(vec![1u8, 2])),
+            ),
+            ("ts".into(), AV::TimestampMillis(1_700_000_000_000 + i)),
+            ("date".into(), AV::Date(19_000)),
+        ])
+    }
+
+    #[test]
+    fn every_type_written_by_apache_avro_is_read_with_each_codec() {
+        let schema = Schema::parse_str(ALL_TYPES).unwrap();
+        for codec in ["null", "deflate", "snappy", "zstandard"] {
+            let mut w = apache_avro::Writer::builder()
+                .schema(&schema)
+                .writer(Vec::new())
+                .codec(match codec {
+                    "null" => apache_avro::Codec::Null,
+                    "deflate" => apache_avro::Codec::Deflate(Default::default()),
+                    "snappy" => apache_avro::Codec::Snappy,
+                    _ => apache_avro::Codec::Zstandard(Default::default()),
+                })
+                .build()
+                .unwrap();
+            for i in 0..250 {
+                w.append_value(all_types_value(i)).unwrap();
+                if i % 100 == 99 {
+                    w.flush().unwrap();
+                }
+            }
+            let bytes = w.into_inner().unwrap();
+            let out = run(&bytes, &opts());
+            assert!(out.fatal.is_none(), "{codec}: {:?}", out.fatal);
+            assert_eq!(out.records, 250, "{codec}");
+            assert_eq!(out.columns.as_ref().unwrap().len(), 19, "{codec}");
+        }
+    }
+
+    #[test]
+    fn broken_records_are_found_wherever_the_window_cuts_them() {
+        // 40,000 records (several windows): whatever the window boundaries, every record reads;
+        // a record made invalid in the middle is found and named.
+        let schema = Schema::parse_str(ALL_TYPES).unwrap();
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap();
+        let mut data = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..40_000 {
+            starts.push(data.len());
+            writer.write_value(&mut data, all_types_value(i)).unwrap();
+        }
+        assert!(data.len() > 4 * WINDOW);
+        let good = container(ALL_TYPES, "deflate", &[(40_000, data.clone())]);
+        let out = run(&good, &opts());
+        assert!(out.fatal.is_none(), "{:?}", out.fatal);
+        assert_eq!(out.records, 40_000);
+        // Record 30,001's boolean (its first byte) set to 2.
+        let mut bad = data.clone();
+        bad[starts[30_001]] = 2;
+        let out = run(&container(ALL_TYPES, "deflate", &[(40_000, bad)]), &opts());
+        let fatal = out.fatal.expect("invalid boolean").to_string();
+        assert!(
+            fatal.contains("record 30001 ") && fatal.contains("boolean"),
+            "{fatal}"
+        );
+        // Fewer records declared than written; more declared than written.
+        for (count, want) in [(39_999, "more data than"), (40_001, "ends inside")] {
+            let out = run(
+                &container(ALL_TYPES, "null", &[(count, data.clone())]),
+                &opts(),
+            );
+            let fatal = out.fatal.expect("miscounted").to_string();
+            assert!(fatal.contains(want), "{count}: {fatal}");
+        }
+    }
+
+    #[test]
+    fn utf8_is_checked_across_window_boundaries() {
+        // One string of 3-byte characters longer than the window: read in pieces, characters cut
+        // by the window's end are put back together.
+        let schema = r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"}]}"#;
+        let text = "✓".repeat(3 * WINDOW / 3 + 7);
+        let mut data = Vec::new();
+        for shift in 0..3 {
+            let s = &text[..text.len() - 3 * shift];
+            zz(s.len() as i64, &mut data);
+            data.extend_from_slice(s.as_bytes());
+        }
+        let out = run(
+            &container(schema, "zstandard", &[(3, data.clone())]),
+            &opts(),
+        );
+        assert!(out.fatal.is_none(), "{:?}", out.fatal);
+        assert_eq!(out.records, 3);
+        // A continuation byte turned into ASCII far inside the long string.
+        let mut bad = data;
+        bad[2 * WINDOW + 2] = b'x';
+        let out = run(&container(schema, "zstandard", &[(3, bad)]), &opts());
+        let fatal = out.fatal.expect("invalid UTF-8").to_string();
+        assert!(fatal.contains("UTF-8"), "{fatal}");
+    }
+
+    #[test]
+    fn logical_types_with_values_that_do_not_fit_are_read_as_their_underlying_type() {
+        let schema = r#"{"type":"record","name":"R","fields":[
+            {"name":"id","type":{"type":"string","logicalType":"uuid"}},
+            {"name":"fid","type":{"type":"fixed","name":"F","size":16,"logicalType":"uuid"}},
+            {"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":2,"scale":1}},
+            {"name":"big","type":{"type":"bytes","logicalType":"big-decimal"}},
+            {"name":"dur","type":{"type":"fixed","name":"D","size":12,"logicalType":"duration"}},
+            {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+            {"name":"t","type":{"type":"int","logicalType":"time-millis"}},
+            {"name":"day","type":{"type":"int","logicalType":"date"}}]}"#;
+        let mut record = Vec::new();
+        zz(10, &mut record);
+        record.extend_from_slice(b"not-a-uuid");
+        record.extend_from_slice(&[0xff; 16]);
+        zz(9, &mut record);
+        record.extend_from_slice(&[0x7f; 9]); // far more digits than the precision
+        zz(1, &mut record);
+        record.push(0xff); // not a big-decimal encoding
+        record.extend_from_slice(&[0xff; 12]);
+        zz(i64::MIN, &mut record);
+        zz(-1, &mut record);
+        zz(i32::MAX as i64, &mut record);
+        let bytes = container(schema, "deflate", &[(2, record.repeat(2))]);
+        // apache-avro's own reader refuses the file: this is what the indexer must not do.
+        assert!(
+            apache_avro::Reader::new(&bytes[..])
+                .unwrap()
+                .any(|r| r.is_err())
+        );
+        let out = run(&bytes, &opts());
+        assert!(out.fatal.is_none(), "{:?}", out.fatal);
+        assert_eq!(out.records, 2);
+        assert_eq!(
+            out.columns.unwrap(),
+            ["id", "fid", "dec", "big", "dur", "ts", "t", "day"]
+        );
+    }
+
+    #[test]
+    fn records_that_take_no_bytes_are_counted_not_decoded() {
+        // An empty record, a record of nulls and empty records, and a bare null: nothing to
+        // decode; a forged count costs no time but is bounded.
+        for schema in [
+            r#"{"type":"record","name":"E","fields":[]}"#,
+            r#"{"type":"record","name":"N","fields":[{"name":"a","type":"null"},
+                {"name":"b","type":{"type":"record","name":"E","fields":[]}},
+                {"name":"c","type":{"type":"fixed","name":"Z","size":0}},{"name":"d","type":"E"}]}"#,
+            r#""null""#,
+        ] {
+            let started = Instant::now();
+            let blocks = vec![(MAX_ZERO_BYTE_RECORDS as i64, Vec::new()); 1000];
+            let out = run(&container(schema, "null", &blocks), &opts());
+            assert!(out.fatal.is_none(), "{schema}: {:?}", out.fatal);
+            assert_eq!(out.records, 1000 * MAX_ZERO_BYTE_RECORDS, "{schema}");
+            assert!(started.elapsed() < Duration::from_secs(2), "{schema}");
+            let over = container(
+                schema,
+                "null",
+                &[(MAX_ZERO_BYTE_RECORDS as i64 + 1, vec![])],
+            );
+            let fatal = run(&over, &opts()).fatal.expect("bounded").to_string();
+            assert!(fatal.contains("takes no bytes"), "{fatal}");
+            // Such records have no bytes: a block with data is broken.
+            let out = run(&container(schema, "null", &[(1, vec![0])]), &opts());
+            let fatal = out.fatal.expect("extra data").to_string();
+            assert!(fatal.contains("more data than its 1 records"), "{fatal}");
+        }
+    }
+
+    #[test]
+    fn forged_item_counts_of_values_that_take_no_bytes_do_not_spin() {
+        // An array of 2^62 nulls and a map whose values are empty records: the items are
+        // counted per block of the array, never one by one.
+        let schema = r#"{"type":"record","name":"R","fields":[
+            {"name":"a","type":{"type":"array","items":"null"}},
+            {"name":"m","type":{"type":"map","values":{"type":"record","name":"E","fields":[]}}}]}"#;
+        let mut record = Vec::new();
+        for _ in 0..1000 {
+            zz(1 << 62, &mut record);
+        }
+        zz(0, &mut record);
+        zz(-1, &mut record); // one key, block size follows
+        zz(2, &mut record);
+        zz(1, &mut record);
+        record.push(b'k');
+        zz(0, &mut record);
+        let started = Instant::now();
+        let out = run(&container(schema, "null", &[(1, record)]), &opts());
+        assert!(out.fatal.is_none(), "{:?}", out.fatal);
+        assert_eq!(out.records, 1);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn huge_record_counts_in_small_blocks_fail_at_the_end_of_the_data() {
+        // 1-byte records (a boolean) with a count of a billion in a 1,000-byte block.
+        let schema = r#"{"type":"record","name":"R","fields":[{"name":"b","type":"boolean"}]}"#;
+        for codec in ["null", "deflate", "snappy", "zstandard"] {
+            let started = Instant::now();
+            let out = run(
+                &container(schema, codec, &[(1_000_000_000, vec![1; 1000])]),
+                &opts(),
+            );
+            let fatal = out.fatal.expect("too many records").to_string();
+            assert!(
+                fatal.contains("record 1000 of the block's 1000000000") && fatal.contains("ends"),
+                "{codec}: {fatal}"
+            );
+            assert_eq!(out.records, 0);
+            assert!(started.elapsed() < Duration::from_secs(1), "{codec}");
+        }
+    }
+
+    #[test]
+    fn block_codecs_are_charged_to_the_object_budget() {
+        // 8 blocks of 1 MiB of zeros (1-byte records): each deflate/zstd/snappy block is tiny; the
+        // object's budget is crossed by the blocks together, not by any one of them.
+        let schema = r#"{"type":"record","name":"R","fields":[{"name":"b","type":"boolean"}]}"#;
+        let limits = Limits {
+            max_expanded_bytes: 4 << 20,
+            ..Limits::default()
+        };
+        for codec in ["deflate", "snappy", "zstandard"] {
+            let bytes = container(schema, codec, &vec![(1 << 20, vec![0u8; 1 << 20]); 8]);
+            let budget = Budget::new(bytes.len() as u64, &limits);
+            let o = Options {
+                budget: budget.clone(),
+                ..opts()
+            };
+            let out = run(&bytes, &o);
+            let fatal = out.fatal.expect("over the budget");
+            let limit = limit_of(&fatal).expect("a limit error");
+            // Deflate and zstd files are a few KB: their ratio cap comes first.
+            let want = if codec == "snappy" {
+                "MAX_EXPANDED_BYTES"
+            } else {
+                "MAX_EXPANSION_RATIO"
+            };
+            assert_eq!(limit.variable, want, "{codec}: {limit}");
+            assert!(budget.cap() < 8 << 20, "{codec}");
+            assert_eq!(out.records, budget.cap() >> 20 << 20, "{codec}");
+            assert!(budget.expanded() <= budget.cap() + (1 << 20), "{codec}");
+        }
+        // Null blocks are the object's own bytes (counted by the stream they arrive on).
+        let bytes = container(schema, "null", &vec![(1 << 20, vec![0u8; 1 << 20]); 8]);
+        let budget = Budget::new(1, &limits);
+        let o = Options {
+            budget: budget.clone(),
+            ..opts()
+        };
+        assert!(run(&bytes, &o).fatal.is_none());
+        assert_eq!(budget.expanded(), 0);
+    }
+
+    #[test]
+    fn snappy_blocks_are_held_whole_up_to_max_record_bytes() {
+        let schema = r#"{"type":"record","name":"R","fields":[{"name":"b","type":"boolean"}]}"#;
+        let bytes = container(schema, "snappy", &[(3 << 20, vec![0u8; 3 << 20])]);
+        let o = Options {
+            max_record_bytes: 2 << 20,
+            ..opts()
+        };
+        let fatal = run(&bytes, &o).fatal.expect("too large to hold");
+        let limit = limit_of(&fatal).expect("a limit error");
+        assert_eq!(limit.variable, "MAX_RECORD_BYTES", "{limit}");
+        // The same block in deflate is streamed: no limit on its size.
+        let bytes = container(schema, "deflate", &[(3 << 20, vec![0u8; 3 << 20])]);
+        let out = run(&bytes, &o);
+        assert!(out.fatal.is_none(), "{:?}", out.fatal);
+        assert_eq!(out.records, 3 << 20);
+    }
 
     #[test]
     fn recursive_schemas_are_refused_before_any_record_is_decoded() {
@@ -718,7 +1121,7 @@ mod tests {
             &Options {
                 offset_interval: 10,
                 max_record_bytes: 32 << 20,
-                budget: crate::decode::Budget::default(),
+                budget: Budget::default(),
             },
         );
         let fatal = out.fatal.expect("refused").to_string();
