@@ -2,6 +2,7 @@
 
 mod aws;
 mod fixtures;
+mod hostile_avro;
 mod index_cli;
 mod lambda_s3;
 mod reliability;
