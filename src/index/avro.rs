@@ -1,8 +1,10 @@
 //! Avro object container files (Braze Currents): header, schema, and every block checked.
 //!
 //! The container framing (header, block count and size, sync marker) is read here so that blocks
-//! can be counted, located for offsets and decompressed as streams; the schema and every record
-//! are decoded by `apache-avro`. Blocks are decompressed by `decode::avro_block`, capped.
+//! can be counted, located for offsets and decompressed as streams (`decode::avro_block`, charged
+//! to the object's expansion budget). The schema is parsed by `apache-avro`; records are checked
+//! here, as a stream through a small window, against the schema compiled into `Node`s: no values
+//! are built, so a block of any size is read in bounded memory and in time linear in its bytes.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read};
@@ -382,13 +384,13 @@ impl<'a, 'w> Src<'a, 'w> {
             let avail = self.end - self.pos;
             if avail as u64 >= n {
                 let end = self.pos + n as usize;
-                std::str::from_utf8(&self.buf[self.pos..end]).map_err(|_| invalid())?;
+                simdutf8::basic::from_utf8(&self.buf[self.pos..end]).map_err(|_| invalid())?;
                 self.pos = end;
                 return Ok(());
             }
             // All of the window belongs to the string; a character cut by its end is checked
             // once the next read brings the rest of it to the front.
-            let good = match std::str::from_utf8(&self.buf[self.pos..self.end]) {
+            let good = match simdutf8::compat::from_utf8(&self.buf[self.pos..self.end]) {
                 Ok(_) => avail,
                 Err(e) if e.error_len().is_none() => e.valid_up_to(),
                 Err(_) => return Err(invalid()),
