@@ -881,6 +881,78 @@ mod tests {
     }
 
     #[test]
+    fn mutated_records_are_accepted_exactly_when_apache_avro_accepts_them() {
+        // Differential check against apache-avro's own decoder (which builds values), on a schema
+        // without logical types: random byte changes in a block of 5 records.
+        let schema_json = r#"{"type":"record","name":"R","namespace":"n","fields":[
+            {"name":"b","type":"boolean"},{"name":"i","type":"int"},{"name":"s","type":"string"},
+            {"name":"f","type":"float"},{"name":"e","type":{"type":"enum","name":"E","symbols":["A","B","C"]}},
+            {"name":"u","type":["null","long",{"type":"fixed","name":"F","size":2}]},
+            {"name":"a","type":{"type":"array","items":["null","string"]}},
+            {"name":"m","type":{"type":"map","values":"E"}}]}"#;
+        let schema = Schema::parse_str(schema_json).unwrap();
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap();
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap();
+        let mut data = Vec::new();
+        for i in 0..5i64 {
+            let value = AV::Record(vec![
+                ("b".into(), AV::Boolean(i % 2 == 1)),
+                ("i".into(), AV::Int(i as i32 * 1_000_003)),
+                ("s".into(), AV::String("é".repeat(i as usize))),
+                ("f".into(), AV::Float(0.5)),
+                ("e".into(), AV::Enum(2, "C".into())),
+                ("u".into(), AV::Union(2, Box::new(AV::Fixed(2, vec![7, 7])))),
+                (
+                    "a".into(),
+                    AV::Array(vec![AV::Union(1, Box::new(AV::String("x".into())))]),
+                ),
+                (
+                    "m".into(),
+                    AV::Map([("k".to_string(), AV::Enum(1, "B".into()))].into()),
+                ),
+            ]);
+            writer.write_value(&mut data, value).unwrap();
+        }
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..3000 {
+            let mut block = data.clone();
+            for _ in 0..1 + next() % 2 {
+                let at = (next() % block.len() as u64) as usize;
+                block[at] = next() as u8;
+            }
+            let ours = run(
+                &container(schema_json, "null", &[(5, block.clone())]),
+                &opts(),
+            )
+            .fatal
+            .is_none();
+            let mut r = &block[..];
+            let theirs = (0..5).all(|_| reader.read_value(&mut r).is_ok()) && r.is_empty();
+            assert_eq!(
+                ours, theirs,
+                "ours: {ours}, apache-avro: {theirs}: {block:?}"
+            );
+            if ours {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(accepted > 100 && refused > 100, "{accepted} {refused}");
+    }
+
+    #[test]
     fn utf8_is_checked_across_window_boundaries() {
         // One string of 3-byte characters longer than the window: read in pieces, characters cut
         // by the window's end are put back together.
