@@ -183,93 +183,108 @@ enum Node {
     Record(Vec<Rc<Node>>),
 }
 
-/// Compiles a parsed, non-recursive schema; `None` when its values take no bytes.
+/// Compiles a parsed schema; `None` when its values take no bytes.
 fn compile_schema(schema: &Schema) -> io::Result<Option<Rc<Node>>> {
     let resolved = ResolvedSchema::try_from(schema)
         .map_err(|e| FormatError::io(format!("Avro schema cannot be used: {e}")))?;
-    let mut named = HashMap::new();
-    compile(schema, None, resolved.get_names(), &mut named)
+    Compiler {
+        names: resolved.get_names(),
+        named: HashMap::new(),
+        open: Vec::new(),
+    }
+    .compile(schema, None)
 }
 
-fn compile(
-    schema: &Schema,
-    namespace: NamespaceRef<'_>,
-    names: &NamesRef<'_>,
-    named: &mut HashMap<Name, Option<Rc<Node>>>,
-) -> io::Result<Option<Rc<Node>>> {
-    let fixed = |size: usize| (size > 0).then(|| Rc::new(Node::Skip(size as u64)));
-    let node = match schema {
-        Schema::Null => None,
-        Schema::Boolean => Some(Rc::new(Node::Boolean)),
-        Schema::Int | Schema::Date | Schema::TimeMillis => Some(Rc::new(Node::Int)),
-        Schema::Long
-        | Schema::TimeMicros
-        | Schema::TimestampMillis
-        | Schema::TimestampMicros
-        | Schema::TimestampNanos
-        | Schema::LocalTimestampMillis
-        | Schema::LocalTimestampMicros
-        | Schema::LocalTimestampNanos => Some(Rc::new(Node::Long)),
-        Schema::Float => Some(Rc::new(Node::Skip(4))),
-        Schema::Double => Some(Rc::new(Node::Skip(8))),
-        Schema::Bytes
-        | Schema::BigDecimal
-        | Schema::Uuid(UuidSchema::Bytes)
-        | Schema::Decimal(DecimalSchema {
-            inner: InnerDecimalSchema::Bytes,
-            ..
-        }) => Some(Rc::new(Node::Bytes)),
-        Schema::String | Schema::Uuid(UuidSchema::String) => Some(Rc::new(Node::String)),
-        Schema::Fixed(f)
-        | Schema::Uuid(UuidSchema::Fixed(f))
-        | Schema::Duration(f)
-        | Schema::Decimal(DecimalSchema {
-            inner: InnerDecimalSchema::Fixed(f),
-            ..
-        }) => fixed(f.size),
-        Schema::Enum(e) => Some(Rc::new(Node::Enum(e.symbols.len() as u64))),
-        Schema::Array(a) => Some(Rc::new(Node::Array(compile(
-            &a.items, namespace, names, named,
-        )?))),
-        Schema::Map(m) => Some(Rc::new(Node::Map(compile(
-            &m.types, namespace, names, named,
-        )?))),
-        Schema::Union(u) => Some(Rc::new(Node::Union(
-            u.variants()
-                .iter()
-                .map(|v| compile(v, namespace, names, named))
-                .collect::<io::Result<_>>()?,
-        ))),
-        Schema::Record(record) => {
-            let name = record.name.fully_qualified_name(namespace).into_owned();
-            if let Some(node) = named.get(&name) {
-                return Ok(node.clone());
-            }
-            let mut fields = Vec::new();
-            for field in &record.fields {
-                if let Some(node) = compile(&field.schema, name.namespace(), names, named)? {
-                    fields.push(node);
+struct Compiler<'a, 's> {
+    names: &'a NamesRef<'s>,
+    /// Named types already compiled: each is compiled once, however often it is referred to.
+    named: HashMap<Name, Option<Rc<Node>>>,
+    /// Records being compiled (a reference to one of them would make the schema recursive).
+    open: Vec<Name>,
+}
+
+impl Compiler<'_, '_> {
+    fn compile(
+        &mut self,
+        schema: &Schema,
+        namespace: NamespaceRef<'_>,
+    ) -> io::Result<Option<Rc<Node>>> {
+        let fixed = |size: usize| (size > 0).then(|| Rc::new(Node::Skip(size as u64)));
+        let node = match schema {
+            Schema::Null => None,
+            Schema::Boolean => Some(Rc::new(Node::Boolean)),
+            Schema::Int | Schema::Date | Schema::TimeMillis => Some(Rc::new(Node::Int)),
+            Schema::Long
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => Some(Rc::new(Node::Long)),
+            Schema::Float => Some(Rc::new(Node::Skip(4))),
+            Schema::Double => Some(Rc::new(Node::Skip(8))),
+            Schema::Bytes
+            | Schema::BigDecimal
+            | Schema::Uuid(UuidSchema::Bytes)
+            | Schema::Decimal(DecimalSchema {
+                inner: InnerDecimalSchema::Bytes,
+                ..
+            }) => Some(Rc::new(Node::Bytes)),
+            Schema::String | Schema::Uuid(UuidSchema::String) => Some(Rc::new(Node::String)),
+            Schema::Fixed(f)
+            | Schema::Uuid(UuidSchema::Fixed(f))
+            | Schema::Duration(f)
+            | Schema::Decimal(DecimalSchema {
+                inner: InnerDecimalSchema::Fixed(f),
+                ..
+            }) => fixed(f.size),
+            Schema::Enum(e) => Some(Rc::new(Node::Enum(e.symbols.len() as u64))),
+            Schema::Array(a) => Some(Rc::new(Node::Array(self.compile(&a.items, namespace)?))),
+            Schema::Map(m) => Some(Rc::new(Node::Map(self.compile(&m.types, namespace)?))),
+            Schema::Union(u) => Some(Rc::new(Node::Union(
+                u.variants()
+                    .iter()
+                    .map(|v| self.compile(v, namespace))
+                    .collect::<io::Result<_>>()?,
+            ))),
+            Schema::Record(record) => {
+                let name = record.name.fully_qualified_name(namespace).into_owned();
+                if let Some(node) = self.named.get(&name) {
+                    return Ok(node.clone());
                 }
+                self.open.push(name.clone());
+                let mut fields = Vec::new();
+                for field in &record.fields {
+                    if let Some(node) = self.compile(&field.schema, name.namespace())? {
+                        fields.push(node);
+                    }
+                }
+                self.open.pop();
+                let node = (!fields.is_empty()).then(|| Rc::new(Node::Record(fields)));
+                self.named.insert(name, node.clone());
+                node
             }
-            let node = (!fields.is_empty()).then(|| Rc::new(Node::Record(fields)));
-            named.insert(name, node.clone());
-            node
-        }
-        Schema::Ref { name } => {
-            let name = name.fully_qualified_name(namespace).into_owned();
-            if let Some(node) = named.get(&name) {
-                return Ok(node.clone());
+            Schema::Ref { name } => {
+                let name = name.fully_qualified_name(namespace).into_owned();
+                if let Some(node) = self.named.get(&name) {
+                    return Ok(node.clone());
+                }
+                if self.open.contains(&name) {
+                    return Err(FormatError::io(format!(
+                        "recursive Avro schemas are not supported ({name:?} contains itself)"
+                    )));
+                }
+                let target = self.names.get(&name).ok_or_else(|| {
+                    FormatError::io(format!("Avro schema refers to an unknown type {name:?}"))
+                })?;
+                let node = self.compile(target, name.namespace())?;
+                self.named.insert(name, node.clone());
+                node
             }
-            let target = names.get(&name).ok_or_else(|| {
-                FormatError::io(format!("Avro schema refers to an unknown type {name:?}"))
-            })?;
-            // Named types are compiled once (`named`); the schema is not recursive.
-            let node = compile(target, name.namespace(), names, named)?;
-            named.insert(name, node.clone());
-            node
-        }
-    };
-    Ok(node)
+        };
+        Ok(node)
+    }
 }
 
 /// The decompressed data of one block, read through a window; checks records against a [`Node`].
@@ -1166,6 +1181,9 @@ mod tests {
         )
         .unwrap();
         assert!(!is_recursive(&flat, &mut Vec::new()));
+        // The compiler refuses it by itself too (defence in depth: it would recurse forever).
+        let err = compile_schema(&list).unwrap_err().to_string();
+        assert!(err.contains("recursive"), "{err}");
         // A whole container with the recursive schema: a clear error, no recursion.
         let mut w = apache_avro::Writer::new(&list, Vec::new()).unwrap();
         w.flush().unwrap();
