@@ -12,10 +12,13 @@ use export_fetcher::index::{self, Options};
 use export_fetcher::manifest::{Compression, Format};
 use sha2::Digest;
 
-const OPTS: Options = Options {
-    offset_interval: 10_000,
-    max_record_bytes: 32 << 20,
-};
+fn opts() -> Options {
+    Options {
+        offset_interval: 10_000,
+        max_record_bytes: 32 << 20,
+        budget: Budget::default(),
+    }
+}
 
 /// ~16 MiB of Braze user objects, one per line.
 fn users_jsonl() -> Vec<u8> {
@@ -152,19 +155,19 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(sha2::Sha256::digest(&jsonl)))
     });
     g.bench_function("jsonl", |b| {
-        b.iter(|| black_box(index::run(Format::Jsonl, None, &mut &jsonl[..], &OPTS).records))
+        b.iter(|| black_box(index::run(Format::Jsonl, None, &mut &jsonl[..], &opts()).records))
     });
     g.bench_function("lines", |b| {
-        b.iter(|| black_box(index::run(Format::Lines, None, &mut &jsonl[..], &OPTS).records))
+        b.iter(|| black_box(index::run(Format::Lines, None, &mut &jsonl[..], &opts()).records))
     });
     g.throughput(Throughput::Bytes(csv.len() as u64));
     g.bench_function("csv", |b| {
-        b.iter(|| black_box(index::run(Format::Csv, Some(b','), &mut &csv[..], &OPTS).records))
+        b.iter(|| black_box(index::run(Format::Csv, Some(b','), &mut &csv[..], &opts()).records))
     });
     let avro = currents_avro();
     g.throughput(Throughput::Bytes(avro.len() as u64));
     g.bench_function("avro_deflate", |b| {
-        b.iter(|| black_box(index::run(Format::Avro, None, &mut &avro[..], &OPTS).records))
+        b.iter(|| black_box(index::run(Format::Avro, None, &mut &avro[..], &opts()).records))
     });
     g.finish();
 }

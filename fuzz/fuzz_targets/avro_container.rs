@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = Options {
         offset_interval: 2,
         max_record_bytes: 64 * 1024,
+        budget: export_fetcher::decode::Budget::default(),
     };
     let s = index_twice(Format::Avro, None, body, capacity_from(b), &opts);
     if s.fatal.is_none() {

@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = Options {
         offset_interval: 2,
         max_record_bytes: MAX,
+        budget: export_fetcher::decode::Budget::default(),
     };
     let s = index_twice(Format::Jsonl, None, body, capacity_from(b), &opts);
     assert!(

@@ -215,38 +215,59 @@ impl AvroCodec {
 }
 
 /// A reader over the decompressed data of one Avro block whose `block` reader yields exactly the
-/// block's compressed bytes. At most `max_block` decompressed bytes are produced; more is an error.
+/// block's compressed bytes.
+///
+/// Every decompressed byte of a deflate, zstandard or snappy block is charged to the object's
+/// `budget` before it is handed out (`MAX_EXPANDED_BYTES`, `MAX_EXPANSION_RATIO`); the bytes of a
+/// `null` block are the object's own bytes, already counted by the stream they arrive on.
+/// Deflate, zstandard and null blocks are streamed, whatever their size. Snappy compresses a block
+/// as a whole (raw snappy, then the big-endian CRC-32 of the data), so a snappy block is held in
+/// memory: its compressed and its decompressed size may each be at most `max_block`
+/// (`MAX_RECORD_BYTES`), and its decompressed size is charged before it is allocated.
 pub fn avro_block<'a>(
     codec: AvroCodec,
-    mut block: impl BufRead + 'a,
+    block: impl BufRead + 'a,
     compressed_len: u64,
     max_block: u64,
+    budget: &Budget,
 ) -> io::Result<Box<dyn Read + 'a>> {
-    let cap = |r: Box<dyn Read + 'a>| -> Box<dyn Read + 'a> {
-        Box::new(BlockCap {
-            inner: r,
-            left: max_block,
-        })
-    };
     Ok(match codec {
-        AvroCodec::Null => cap(Box::new(block)),
-        AvroCodec::Deflate => cap(Box::new(flate2::bufread::DeflateDecoder::new(block))),
+        AvroCodec::Null => Box::new(block),
+        AvroCodec::Deflate => Box::new(Capped::new(
+            flate2::bufread::DeflateDecoder::new(block),
+            budget,
+        )),
         AvroCodec::Zstandard => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(block)?;
-            decoder.window_log_max(27)?;
-            cap(Box::new(decoder))
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            Box::new(Capped::new(decoder, budget))
         }
         AvroCodec::Snappy => {
-            // Snappy blocks are compressed as a whole, followed by the big-endian CRC-32 of the
-            // uncompressed data.
-            if compressed_len < 4 || compressed_len > max_block {
+            if compressed_len < 4 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("snappy block of {compressed_len} bytes is not valid or too large"),
+                    format!("snappy block of {compressed_len} bytes has no CRC-32"),
                 ));
             }
-            let mut data = vec![0u8; compressed_len as usize];
-            block.read_exact(&mut data)?;
+            if compressed_len > max_block {
+                return Err(LimitExceeded {
+                    variable: "MAX_RECORD_BYTES",
+                    limit: max_block,
+                    what: format!(
+                        "a snappy Avro block (held whole) is {compressed_len} bytes compressed"
+                    ),
+                }
+                .into_io());
+            }
+            // Grows with the bytes that really arrive, not with the declared size.
+            let mut data = Vec::new();
+            block.take(compressed_len).read_to_end(&mut data)?;
+            if (data.len() as u64) < compressed_len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "snappy block is truncated",
+                ));
+            }
             let (payload, crc) = data.split_at(data.len() - 4);
             let len = snap::raw::decompress_len(payload)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -254,10 +275,11 @@ pub fn avro_block<'a>(
                 return Err(LimitExceeded {
                     variable: "MAX_RECORD_BYTES",
                     limit: max_block,
-                    what: format!("an Avro block expands to {len} bytes"),
+                    what: format!("a snappy Avro block (held whole) expands to {len} bytes"),
                 }
                 .into_io());
             }
+            budget.charge(len as u64)?;
             let out = snap::raw::Decoder::new()
                 .decompress_vec(payload)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -271,27 +293,6 @@ pub fn avro_block<'a>(
             Box::new(io::Cursor::new(out))
         }
     })
-}
-
-struct BlockCap<R> {
-    inner: R,
-    left: u64,
-}
-
-impl<R: Read> Read for BlockCap<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n as u64 > self.left {
-            return Err(LimitExceeded {
-                variable: "MAX_RECORD_BYTES",
-                limit: self.left,
-                what: "an Avro block expands beyond the limit".to_string(),
-            }
-            .into_io());
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -147,6 +147,7 @@ mod tests {
         Options {
             offset_interval: interval,
             max_record_bytes: 1 << 20,
+            budget: crate::decode::Budget::default(),
         }
     }
 

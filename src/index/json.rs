@@ -46,6 +46,7 @@ mod tests {
         let opts = Options {
             offset_interval: 10,
             max_record_bytes: 1 << 20,
+            budget: crate::decode::Budget::default(),
         };
         let out = index(
             &mut &b"{\n  \"to\": \"a@b.c\",\n  \"subject\": \"Hi\"\n}\n"[..],

@@ -183,6 +183,7 @@ mod tests {
         Options {
             offset_interval: 2,
             max_record_bytes: 1 << 20,
+            budget: crate::decode::Budget::default(),
         }
     }
 
@@ -230,6 +231,7 @@ mod tests {
             &Options {
                 offset_interval: 100,
                 max_record_bytes: 1000,
+                budget: crate::decode::Budget::default(),
             },
         );
         assert_eq!(out.records, 2);

@@ -26,6 +26,7 @@ mod tests {
         let opts = Options {
             offset_interval: 2,
             max_record_bytes: 4,
+            budget: crate::decode::Budget::default(),
         };
         let cases: &[(&[u8], u64)] = &[
             (b"", 0),

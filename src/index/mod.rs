@@ -11,6 +11,7 @@ use std::io::{self, BufRead};
 
 use thiserror::Error;
 
+use crate::decode::Budget;
 use crate::detect::AVRO_MAGIC;
 use crate::manifest::{Format, Kind, MAX_LISTED_ERRORS, RecordError};
 
@@ -20,12 +21,15 @@ pub const SNIFF_LEN: usize = 64 * 1024;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Settings every indexer needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// `OFFSET_INTERVAL`.
     pub offset_interval: u64,
     /// `MAX_RECORD_BYTES`.
     pub max_record_bytes: u64,
+    /// The expansion budget of the object the part belongs to: what an indexer decompresses
+    /// itself (Avro blocks) is charged to it.
+    pub budget: Budget,
 }
 
 /// A problem with the content's own structure (as opposed to the stream it arrives on) that

@@ -648,6 +648,7 @@ fn sniff_and_index(ctx: &Ctx<'_>, reader: &mut ChunkReader) -> (Indexed, (Format
     let opts = Options {
         offset_interval: ctx.cfg.offset_interval,
         max_record_bytes: ctx.cfg.limits.max_record_bytes,
+        budget: ctx.budget.clone(),
     };
     let mut reader = Cursor::new(sample).chain(reader);
     let indexed = index::run(format.0, format.1, &mut reader, &opts);

@@ -877,6 +877,7 @@ fn fuzz_regression_avro_header_block_count_of_i64_min() {
     let opts = export_fetcher::index::Options {
         offset_interval: 10,
         max_record_bytes: 1 << 20,
+        budget: export_fetcher::decode::Budget::default(),
     };
     let out = std::panic::catch_unwind(|| {
         let r = export_fetcher::index::run(
@@ -903,6 +904,7 @@ fn fuzz_regression_jsonl_top_level_number_out_of_range() {
     let opts = export_fetcher::index::Options {
         offset_interval: 10,
         max_record_bytes: 1 << 20,
+        budget: export_fetcher::decode::Budget::default(),
     };
     let count = |data: &[u8]| {
         let out = export_fetcher::index::run(
