@@ -26,6 +26,8 @@ struct Member {
     same_offset_as: Option<usize>,
     /// Written as a local entry only, with no central-directory entry naming it.
     hidden: bool,
+    /// General-purpose flags (bit 3: a data descriptor follows; none is written).
+    flags: u16,
 }
 
 fn deflate(data: &[u8]) -> Vec<u8> {
@@ -51,6 +53,7 @@ fn member(name: &str, data: &[u8], deflated: bool) -> Member {
         local_size: None,
         same_offset_as: None,
         hidden: false,
+        flags: 0x0800,
     }
 }
 
@@ -62,6 +65,13 @@ struct Layout {
     offsets_include_prepend: bool,
     /// Entry count written in the end record, if not the true one.
     declared_entries: Option<u16>,
+    /// A zip64 end record and locator before the end record, whose own values stay real (as
+    /// Info-ZIP writes when streaming).
+    zip64_records: bool,
+    /// The archive comment.
+    comment: Vec<u8>,
+    /// The order of the central directory (indexes into the members), if not theirs.
+    directory_order: Option<Vec<usize>>,
 }
 
 fn build(members: &[Member], layout: &Layout) -> Vec<u8> {
@@ -80,7 +90,7 @@ fn build(members: &[Member], layout: &Layout) -> Vec<u8> {
         let name = m.local_name.as_ref().unwrap_or(&m.name);
         out.extend_from_slice(b"PK\x03\x04");
         out.extend_from_slice(&20u16.to_le_bytes());
-        out.extend_from_slice(&0x0800u16.to_le_bytes());
+        out.extend_from_slice(&m.flags.to_le_bytes());
         out.extend_from_slice(&m.local_method.unwrap_or(m.method).to_le_bytes());
         out.extend_from_slice(&[0, 0, 0x21, 0]);
         out.extend_from_slice(&m.local_crc.unwrap_or(m.crc).to_le_bytes());
@@ -92,12 +102,20 @@ fn build(members: &[Member], layout: &Layout) -> Vec<u8> {
         out.extend_from_slice(&m.stored);
     }
     let cd_start = out.len();
-    for (i, m) in members.iter().enumerate().filter(|(_, m)| !m.hidden) {
+    let order: Vec<usize> = layout
+        .directory_order
+        .clone()
+        .unwrap_or_else(|| (0..members.len()).collect());
+    for (i, m) in order
+        .iter()
+        .map(|&i| (i, &members[i]))
+        .filter(|(_, m)| !m.hidden)
+    {
         let offset = m.same_offset_as.map(|j| offsets[j]).unwrap_or(offsets[i]);
         out.extend_from_slice(b"PK\x01\x02");
         out.extend_from_slice(&0x031eu16.to_le_bytes());
         out.extend_from_slice(&20u16.to_le_bytes());
-        out.extend_from_slice(&0x0800u16.to_le_bytes());
+        out.extend_from_slice(&m.flags.to_le_bytes());
         out.extend_from_slice(&m.method.to_le_bytes());
         out.extend_from_slice(&[0, 0, 0x21, 0]);
         out.extend_from_slice(&m.crc.to_le_bytes());
@@ -112,13 +130,29 @@ fn build(members: &[Member], layout: &Layout) -> Vec<u8> {
     let cd_len = out.len() - cd_start;
     let listed = members.iter().filter(|m| !m.hidden).count();
     let count = layout.declared_entries.unwrap_or(listed as u16);
+    if layout.zip64_records {
+        let record_at = out.len() - base;
+        out.extend_from_slice(b"PK\x06\x06");
+        out.extend_from_slice(&44u64.to_le_bytes());
+        out.extend_from_slice(&[45, 0, 45, 0]);
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&(count as u64).to_le_bytes());
+        out.extend_from_slice(&(count as u64).to_le_bytes());
+        out.extend_from_slice(&(cd_len as u64).to_le_bytes());
+        out.extend_from_slice(&((cd_start - base) as u64).to_le_bytes());
+        out.extend_from_slice(b"PK\x06\x07");
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(record_at as u64).to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+    }
     out.extend_from_slice(b"PK\x05\x06");
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&(cd_len as u32).to_le_bytes());
     out.extend_from_slice(&((cd_start - base) as u32).to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(layout.comment.len() as u16).to_le_bytes());
+    out.extend_from_slice(&layout.comment);
     out
 }
 
@@ -366,4 +400,99 @@ fn zip_local_entry_named_by_no_directory_entry_is_failed() {
     // Data descriptors between members are not mistaken for hidden members.
     let zip = zip_streaming(&[("a.txt", &parts[0].bytes), ("b.txt", &parts[1].bytes)]);
     index_bytes(&zip, KEY, &[]).assert_status("complete");
+}
+
+fn three_members(seed: u64) -> (Vec<TextPart>, Vec<Member>) {
+    let parts: Vec<TextPart> = (0..3).map(|k| users(seed + k, 25)).collect();
+    let members = parts
+        .iter()
+        .enumerate()
+        .map(|(k, p)| member(&format!("p{k}.txt"), &p.bytes, true))
+        .collect();
+    (parts, members)
+}
+
+fn assert_all_parts(run: &Run, parts: &[TextPart]) {
+    run.assert_status("complete");
+    for (k, exp) in parts.iter().enumerate() {
+        let p = run.part(&format!("p{k}.txt"));
+        assert_eq!(
+            p["records"],
+            exp.good_records() as u64,
+            "{}",
+            run.describe()
+        );
+        assert_eq!(p["sha256"], sha256_hex(&exp.bytes));
+    }
+}
+
+#[test]
+fn zip_standard_variants_are_read_in_full() {
+    let (parts, members) = three_members(970);
+    // Info-ZIP streaming: zip64 records whose 32-bit twins are real; with prepended data too.
+    for prepend in [Vec::new(), b"#!/bin/sh\nexit 0\n".repeat(10)] {
+        let layout = Layout {
+            zip64_records: true,
+            prepend,
+            ..Layout::default()
+        };
+        assert_all_parts(&index_bytes(&build(&members, &layout), KEY, &[]), &parts);
+    }
+    // A self-extracting stub and an archive comment (one that even holds an end signature).
+    let layout = Layout {
+        prepend: b"MZ stub of a self-extractor".repeat(40),
+        comment: b"made by a tool; PK\x05\x06 in a comment".to_vec(),
+        ..Layout::default()
+    };
+    let run = index_bytes(&build(&members, &layout), KEY, &[]);
+    assert_eq!(run.m()["compression"], "zip", "{}", run.describe());
+    assert_all_parts(&run, &parts);
+    // A directory listed in another order than the data: read front to back, listed in
+    // directory order.
+    let layout = Layout {
+        directory_order: Some(vec![2, 0, 1]),
+        ..Layout::default()
+    };
+    let run = index_bytes(&build(&members, &layout), KEY, &[]);
+    assert_all_parts(&run, &parts);
+    let names: Vec<&str> = run
+        .parts()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["p2.txt", "p0.txt", "p1.txt"]);
+}
+
+#[test]
+fn zip_hidden_members_in_every_hiding_place_are_failed() {
+    let (_, members) = three_members(980);
+    let hidden = |m: &Member| Member {
+        hidden: true,
+        name: b"hidden.txt".to_vec(),
+        ..m.clone()
+    };
+    // Before the first listed entry.
+    let mut before = vec![hidden(&members[0])];
+    before.extend(members.iter().cloned());
+    let run = index_bytes(&build(&before, &Layout::default()), KEY, &[]);
+    assert_failed_naming(&run, "hidden member");
+    // Right after a member that claims a data descriptor but has none.
+    let mut flagged = members.clone();
+    flagged[0].flags |= 0x0008;
+    flagged.insert(1, hidden(&members[1]));
+    let run = index_bytes(&build(&flagged, &Layout::default()), KEY, &[]);
+    assert_failed_naming(&run, "hidden member");
+    // Inside a member's compressed size, after its deflate stream ends.
+    let mut padded = members.clone();
+    let inner = build(&[hidden(&members[1])], &Layout::default());
+    let local_entry = &inner[..inner.len() - 22];
+    padded[0].stored.extend_from_slice(local_entry);
+    let run = index_bytes(&build(&padded, &Layout::default()), KEY, &[]);
+    assert_failed_naming(&run, "continues past the end of its compressed stream");
+    // After a directory entry.
+    let mut with_dir = vec![member("dir/", b"", false)];
+    with_dir.push(hidden(&members[0]));
+    with_dir.extend(members.iter().cloned());
+    let run = index_bytes(&build(&with_dir, &Layout::default()), KEY, &[]);
+    assert_failed_naming(&run, "hidden member");
 }
