@@ -54,13 +54,34 @@ pub fn sniff_delimiter(sample: &[u8], whole: bool) -> Option<u8> {
     })
 }
 
-/// The line end of a part, from its first buffered bytes: `\r` when they hold a `\r` and no
-/// `\n` (old Mac files), else `\n` (which also reads `\r\n`: see [`index`]).
-fn terminator_of(head: &[u8]) -> u8 {
-    if memchr::memchr(b'\n', head).is_none() && memchr::memchr(b'\r', head).is_some() {
-        b'\r'
-    } else {
-        b'\n'
+/// Counts `\r` line ends that are not part of a `\r\n` (old Mac files), across chunks.
+#[derive(Debug, Default)]
+struct LoneCr {
+    count: u64,
+    /// The last byte fed was `\r`.
+    pending: bool,
+}
+
+impl LoneCr {
+    fn feed(&mut self, chunk: &[u8]) {
+        let Some(&first) = chunk.first() else { return };
+        if self.pending {
+            self.count += u64::from(first != b'\n');
+            self.pending = false;
+        }
+        for i in memchr::memchr_iter(b'\r', chunk) {
+            match chunk.get(i + 1) {
+                Some(b'\n') => {}
+                Some(_) => self.count += 1,
+                None => self.pending = true,
+            }
+        }
+    }
+
+    /// Lone `\r`s so far, a pending one included (called before the next record's first byte,
+    /// which is not a line end).
+    fn lone(&self) -> u64 {
+        self.count + u64::from(self.pending)
     }
 }
 
@@ -78,10 +99,22 @@ struct Record {
     unclosed: bool,
 }
 
-/// Frames records from a `BufRead`, keeping at most `max` bytes of one record.
+/// Frames records from a `BufRead`. A row ends at `\n`, `\r\n` or `\r` (outside quotes); line
+/// ends before a record (blank lines, the `\n` of a `\r\n`) are skipped here, so that a record's
+/// position is its first byte and its line counts every line end before it.
+///
+/// Frames records from a `BufRead`, keeping at most `max` bytes of one record (its buffer holds
+/// one byte more, to tell a record of `max` bytes from a longer one).
 struct Records {
     core: Reader,
-    term: u8,
+    /// `\n` skipped outside `core` (which counts the ones it reads).
+    skipped_newlines: u64,
+    lone_cr: LoneCr,
+    /// Whether the start of the part was looked at for a byte order mark.
+    started: bool,
+    /// The bytes of [`BOM`] read at the start of the part that turned out not to be one: data
+    /// to give `core` first.
+    carry: std::ops::Range<usize>,
     /// The record's field bytes (valid up to `len`).
     buf: Vec<u8>,
     len: usize,
@@ -92,18 +125,29 @@ struct Records {
 }
 
 impl Records {
-    fn new(delimiter: u8, term: u8, max: usize) -> Self {
+    fn new(delimiter: u8, max: usize) -> Self {
+        let mut core = ReaderBuilder::new()
+            .delimiter(delimiter)
+            .terminator(Terminator::CRLF)
+            .build();
+        // csv-core strips a BOM from its first input only when that input holds all of it, and
+        // takes a first input that is exactly a BOM for the end of the data: the BOM is skipped
+        // here instead ([`Records::skip_bom`]), and csv-core's own check is spent on a call that
+        // reads nothing (with no room for output it returns at once, its state untouched).
+        let (res, nin, _, _) = core.read_record(b"x", &mut [], &mut [0]);
+        debug_assert_eq!((res, nin), (ReadRecordResult::OutputFull, 0));
         Records {
-            core: ReaderBuilder::new()
-                .delimiter(delimiter)
-                .terminator(Terminator::Any(term))
-                .build(),
-            term,
-            buf: vec![0; max.clamp(1, 64 * 1024)],
+            core,
+            started: false,
+            carry: 0..0,
+            skipped_newlines: 0,
+            lone_cr: LoneCr::default(),
+            // One byte more than the limit: a record that fills it is longer than the limit.
+            buf: vec![0; max.saturating_add(1).clamp(2, 64 * 1024)],
             len: 0,
             ends: vec![0; MAX_ENDS],
             scratch: [0; 64],
-            max: max.max(1),
+            max,
             pos: 0,
         }
     }
@@ -118,17 +162,65 @@ impl Records {
         &self.ends[..rec.fields.min(MAX_ENDS)]
     }
 
+    /// Skips a UTF-8 byte order mark at the start of the part, however reads are chunked.
+    fn skip_bom<R: BufRead>(&mut self, r: &mut R) -> io::Result<()> {
+        let mut matched = 0;
+        while matched < BOM.len() {
+            let buf = match r.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let want = &BOM[matched..];
+            let n = buf.iter().zip(want).take_while(|(a, b)| a == b).count();
+            let mismatch = n < want.len() && n < buf.len();
+            r.consume(n);
+            self.pos += n as u64;
+            matched += n;
+            if n == 0 || mismatch {
+                break;
+            }
+        }
+        if matched < BOM.len() {
+            self.carry = 0..matched;
+        }
+        Ok(())
+    }
+
     /// The next record, `None` at the end of the part.
     fn next<R: BufRead>(&mut self, r: &mut R) -> io::Result<Option<Record>> {
+        if !self.started {
+            self.started = true;
+            self.skip_bom(r)?;
+        }
+        while self.carry.is_empty() {
+            let buf = match r.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let skip = buf
+                .iter()
+                .position(|&b| b != b'\n' && b != b'\r')
+                .unwrap_or(buf.len());
+            if skip == 0 {
+                break;
+            }
+            let skipped = &buf[..skip];
+            self.skipped_newlines += memchr::memchr_iter(b'\n', skipped).count() as u64;
+            self.lone_cr.feed(skipped);
+            r.consume(skip);
+            self.pos += skip as u64;
+        }
         let mut rec = Record {
-            start: self.pos,
-            line: self.core.line(),
+            start: self.pos - self.carry.len() as u64,
+            line: self.core.line() + self.skipped_newlines + self.lone_cr.lone(),
             fields: 0,
             oversize: false,
             unclosed: false,
         };
         self.len = 0;
-        let term = [self.term];
+        let term = [b'\n'];
         let mut probed = false;
         loop {
             let buf = match r.fill_buf() {
@@ -138,7 +230,9 @@ impl Records {
             };
             // At the end of the part, a record that has begun is first given a line end: if it
             // is taken as field data, a quoted field was left open.
-            let (input, real) = if !buf.is_empty() {
+            let (input, real) = if !self.carry.is_empty() {
+                (&BOM[self.carry.clone()], false)
+            } else if !buf.is_empty() {
                 (buf, true)
             } else if self.pos > rec.start && !probed {
                 (&term[..], false)
@@ -154,8 +248,11 @@ impl Records {
                 self.core
                     .read_record(input, &mut self.buf[self.len..], ends);
             if real {
+                self.lone_cr.feed(&input[..nin]);
                 r.consume(nin);
                 self.pos += nin as u64;
+            } else if !self.carry.is_empty() {
+                self.carry.start += nin;
             } else if nin == 1 {
                 probed = true;
                 rec.unclosed = nout == 1;
@@ -165,8 +262,9 @@ impl Records {
             match res {
                 ReadRecordResult::InputEmpty | ReadRecordResult::OutputEndsFull => {}
                 ReadRecordResult::OutputFull => {
-                    if self.buf.len() < self.max {
-                        let grown = (self.buf.len() * 2).min(self.max);
+                    let cap = self.max.saturating_add(1);
+                    if self.buf.len() < cap {
+                        let grown = self.buf.len().saturating_mul(2).min(cap);
                         self.buf.resize(grown, 0);
                     } else {
                         // Past MAX_RECORD_BYTES: the rest of the record is read and dropped.
@@ -175,7 +273,8 @@ impl Records {
                     }
                 }
                 ReadRecordResult::Record => {
-                    if rec.oversize {
+                    if rec.oversize || self.len > self.max {
+                        rec.oversize = true;
                         self.len = 0;
                     }
                     return Ok(Some(rec));
@@ -192,21 +291,8 @@ pub fn index<R: BufRead>(r: &mut R, delimiter: u8, opts: &Options) -> Indexed {
         ..Indexed::default()
     };
     let mut offsets = Offsets::new(opts.offset_interval);
-    // Rows end at `\n` only (or `\r` in a file without `\n`), so that a row's position is its
-    // first byte even after `\r\n` (csv-core places a row that follows `\r\n` at the `\n`). A
-    // `\r` left at the end of the last field changes no field count; it is trimmed from the
-    // header's names.
-    let term = match r.fill_buf() {
-        Ok(head) => terminator_of(head),
-        Err(e) => {
-            out.fatal = Some(e);
-            out.columns = Some(Vec::new());
-            out.offsets = offsets.into_vec();
-            return out;
-        }
-    };
     let max = usize::try_from(opts.max_record_bytes).unwrap_or(usize::MAX);
-    let mut records = Records::new(delimiter, term, max);
+    let mut records = Records::new(delimiter, max);
     let mut header_len = None;
     let mut ordinal = 0u64;
     loop {
@@ -234,7 +320,14 @@ pub fn index<R: BufRead>(r: &mut R, delimiter: u8, opts: &Options) -> Indexed {
         ordinal += 1;
         offsets.record_at(record, rec.start);
         let verdict = if rec.unclosed {
-            Err("a quoted field is not closed: the row runs to the end of the part".to_string())
+            let past = if rec.oversize {
+                format!(", past MAX_RECORD_BYTES ({max} bytes)")
+            } else {
+                String::new()
+            };
+            Err(format!(
+                "a quoted field is not closed: the row runs to the end of the part{past}"
+            ))
         } else if rec.oversize {
             Err(format!("row is longer than MAX_RECORD_BYTES ({max} bytes)"))
         } else if rec.fields != expected {
@@ -411,13 +504,25 @@ mod tests {
 
     #[test]
     fn cr_only_line_endings_are_rows() {
-        // The line end is decided on the first buffer (the pipeline's is the 64 KiB sample).
-        let data = b"a,b\r1,2\r\"x\ry\",3\r5,6";
-        let out = index(&mut &data[..], b',', &opts(1));
+        let data = b"a,b\r1,2\r\"x\ry\",3\r\r5,6\r";
+        let out = index(
+            &mut std::io::BufReader::with_capacity(3, &data[..]),
+            b',',
+            &opts(1),
+        );
         assert_eq!(out.columns.clone().unwrap(), vec!["a", "b"]);
         assert_eq!((out.records, out.errors.total), (3, 0));
         let starts: Vec<u64> = out.offsets.iter().map(|o| o[1]).collect();
-        assert_eq!(starts, vec![0, 8, 16]);
+        assert_eq!(starts, vec![0, 8, 17]);
+        // Line numbers count `\r` line ends (one inside the quoted field), across buffers.
+        let data = b"a,b\r1,2\r\"x\ry\",3\r\r5\r";
+        let out = index(
+            &mut std::io::BufReader::with_capacity(2, &data[..]),
+            b',',
+            &opts(1),
+        );
+        let errs = listed(out);
+        assert_eq!((errs[0].0, errs[0].1), (Some(2), Some(6)), "{errs:?}");
     }
 
     #[test]
@@ -462,11 +567,11 @@ mod tests {
         data.extend(std::iter::repeat_n(b'x', 100_000));
         data.extend_from_slice(b"\"\n5,6\n");
         let mut r = std::io::BufReader::with_capacity(256, &data[..]);
-        let mut records = Records::new(b',', b'\n', max);
+        let mut records = Records::new(b',', max);
         let mut seen = Vec::new();
         while let Some(rec) = records.next(&mut r).unwrap() {
             assert!(
-                records.buf.len() <= max,
+                records.buf.len() <= max + 1,
                 "buffer grew to {}",
                 records.buf.len()
             );
@@ -500,7 +605,7 @@ mod tests {
         let mut data = b"a,b\n".to_vec();
         data.extend(std::iter::repeat_n(b',', 50_000));
         data.extend_from_slice(b"\n1,2\n");
-        let mut records = Records::new(b',', b'\n', 1 << 20);
+        let mut records = Records::new(b',', 1 << 20);
         let mut r = &data[..];
         records.next(&mut r).unwrap().unwrap();
         let wide = records.next(&mut r).unwrap().unwrap();
@@ -548,5 +653,48 @@ mod tests {
     fn nul_in_a_row_is_a_bad_record() {
         let out = index(&mut &b"a,b\n1,2\n3,\x004\n"[..], b',', &opts(100));
         assert_eq!((out.records, out.errors.total), (1, 1));
+    }
+
+    #[test]
+    fn results_do_not_depend_on_how_reads_are_chunked() {
+        let summary = |out: Indexed| {
+            (
+                out.records,
+                out.columns.clone(),
+                out.offsets.clone(),
+                listed(out),
+            )
+        };
+        let cases: &[(&[u8], u64, &[&str])] = &[
+            (
+                b"\xEF\xBB\xBFa,b\r\n1,2\r\n\r\n\"x\r\ny\",3\r4,5\n\n6\r\n7,\"\"\"8\"\r,,\n9,\"open\r\n",
+                4,
+                &["a", "b"],
+            ),
+            (b"\xEF\xBB\xBF\"a\",\"b\"\n1,2\n", 1, &["a", "b"]),
+            (b"\xEF\xBB\xBF\xEF\xBB\xBFa,b\n1,2\n", 1, &["a", "b"]),
+            (b"\xEF\xBBa,b\n1,2\n", 1, &[]),
+            (b"\xEFa,b\n1,2\n", 1, &[]),
+            (b"\xEF\xBB\xBF", 0, &[]),
+            (b"\xEF\xBB", 0, &[]),
+        ];
+        for (data, records, columns) in cases {
+            let want = summary(index(&mut &data[..], b',', &opts(1)));
+            assert_eq!(want.0, *records, "{want:?}");
+            assert_eq!(want.1.clone().unwrap(), *columns, "{want:?}");
+            for capacity in 1..16 {
+                let got = summary(index(
+                    &mut std::io::BufReader::with_capacity(capacity, *data),
+                    b',',
+                    &opts(1),
+                ));
+                assert_eq!(
+                    got,
+                    want,
+                    "capacity {capacity}, {:?}",
+                    String::from_utf8_lossy(data)
+                );
+            }
+        }
     }
 }

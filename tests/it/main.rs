@@ -2,6 +2,7 @@
 
 mod aws;
 mod fixtures;
+mod hostile_formats;
 mod index_cli;
 mod lambda_s3;
 mod reliability;
