@@ -101,10 +101,9 @@ struct Record {
 
 /// Frames records from a `BufRead`. A row ends at `\n`, `\r\n` or `\r` (outside quotes); line
 /// ends before a record (blank lines, the `\n` of a `\r\n`) are skipped here, so that a record's
-/// position is its first byte and its line counts every line end before it.
-///
-/// Frames records from a `BufRead`, keeping at most `max` bytes of one record (its buffer holds
-/// one byte more, to tell a record of `max` bytes from a longer one).
+/// position is its first byte and its line counts every line end before it. At most `max` bytes
+/// of one record are kept (its buffer holds one byte more, to tell a record of `max` bytes from a
+/// longer one).
 struct Records {
     core: Reader,
     /// `\n` skipped outside `core` (which counts the ones it reads).
@@ -304,13 +303,6 @@ pub fn index<R: BufRead>(r: &mut R, delimiter: u8, opts: &Options) -> Indexed {
                 break;
             }
         };
-        if rec.fields == 1
-            && !rec.oversize
-            && !rec.unclosed
-            && matches!(records.bytes(), b"" | b"\r")
-        {
-            continue; // an empty line of a CRLF file
-        }
         let Some(expected) = header_len else {
             header_len = Some(rec.fields);
             out.columns = Some(header(&records, &rec, max, &mut out));
@@ -383,7 +375,6 @@ fn header(records: &Records, rec: &Record, max: usize, out: &mut Indexed) -> Vec
         return Vec::new();
     }
     let ends = records.ends(rec);
-    let last = rec.fields.saturating_sub(1);
     let mut columns = Columns::default();
     let mut from = 0;
     for (i, &to) in ends.iter().enumerate() {
@@ -391,9 +382,6 @@ fn header(records: &Records, rec: &Record, max: usize, out: &mut Indexed) -> Vec
         from = to;
         if i == 0 {
             f = f.strip_prefix(BOM).unwrap_or(f);
-        }
-        if i == last {
-            f = f.strip_suffix(b"\r").unwrap_or(f);
         }
         // Checked as UTF-8 above, and fields end at character boundaries (delimiters are ASCII).
         let name = std::str::from_utf8(f).unwrap_or_default();
