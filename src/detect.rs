@@ -15,7 +15,19 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// Avro object container files start with `Obj` and version 1.
 pub const AVRO_MAGIC: &[u8] = b"Obj\x01";
 
-/// The codec of an object, from its first bytes (never from its name).
+/// zstd skippable frames (`pzstd` starts its output with one) have a magic number in
+/// `0x184D2A50..=0x184D2A5F`, little-endian: a first byte `0x50..=0x5F`, then these three.
+const ZSTD_SKIPPABLE_TAIL: &[u8] = &[0x2a, 0x4d, 0x18];
+
+fn is_zstd(head: &[u8]) -> bool {
+    head.starts_with(ZSTD_MAGIC)
+        || (head.len() >= 4
+            && (0x50..=0x5f).contains(&head[0])
+            && head[1..4] == *ZSTD_SKIPPABLE_TAIL)
+}
+
+/// The codec of an object, from its first bytes (never from its name). A zstd stream may start
+/// with a skippable frame.
 pub fn codec_from_magic(head: &[u8]) -> Compression {
     if head.starts_with(GZIP_MAGIC) {
         Compression::Gzip
@@ -24,7 +36,7 @@ pub fn codec_from_magic(head: &[u8]) -> Compression {
         || head.starts_with(ZIP_SPANNED_MAGIC)
     {
         Compression::Zip
-    } else if head.starts_with(ZSTD_MAGIC) {
+    } else if is_zstd(head) {
         Compression::Zstd
     } else {
         Compression::None
@@ -58,6 +70,53 @@ pub fn ends_like_zip(tail: &[u8], size: u64) -> bool {
     let record = &tail[at..];
     let cd_size = u32::from_le_bytes([record[12], record[13], record[14], record[15]]) as u64;
     cd_size + (tail.len() - at) as u64 <= size
+}
+
+/// Magic numbers of binary formats that are never text: compressed streams and archives (a
+/// nested one is not expanded), images, documents, executables. Each is long or unusual enough
+/// that no CSV, JSON or text file starts with it.
+const BINARY_MAGICS: &[(&str, &[u8])] = &[
+    ("gzip", GZIP_MAGIC),
+    ("zip", ZIP_LOCAL_MAGIC),
+    ("zip", ZIP_EMPTY_MAGIC),
+    ("zip", ZIP_SPANNED_MAGIC),
+    ("zstd", ZSTD_MAGIC),
+    ("xz", b"\xFD7zXZ\x00"),
+    ("7z", b"7z\xBC\xAF\x27\x1C"),
+    ("lz4", b"\x04\x22\x4D\x18"),
+    ("snappy", b"\xFF\x06\x00\x00sNaPpY"),
+    ("png", b"\x89PNG\r\n\x1a\n"),
+    ("jpeg", b"\xFF\xD8\xFF"),
+    ("gif", b"GIF87a"),
+    ("gif", b"GIF89a"),
+    ("pdf", b"%PDF-"),
+    ("ole", b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1"),
+    ("elf", b"\x7FELF"),
+];
+
+/// The name of the binary format whose magic number `head` starts with, if any (see
+/// [`BINARY_MAGICS`]; also zstd skippable frames, bzip2 and tar). Such bytes are `binary`, never
+/// sniffed as CSV or text.
+pub fn binary_magic(head: &[u8]) -> Option<&'static str> {
+    if let Some((name, _)) = BINARY_MAGICS.iter().find(|(_, m)| head.starts_with(m)) {
+        return Some(name);
+    }
+    if is_zstd(head) {
+        return Some("zstd");
+    }
+    // bzip2: `BZh`, the block size digit, then the first block's magic (π in BCD).
+    if head.len() >= 10
+        && head.starts_with(b"BZh")
+        && (b'1'..=b'9').contains(&head[3])
+        && (head[4..10] == *b"1AY&SY" || head[4..10] == *b"\x17rE8P\x90")
+    {
+        return Some("bzip2");
+    }
+    // tar: `ustar` at byte 257 of the first header.
+    if head.get(257..262) == Some(b"ustar") {
+        return Some("tar");
+    }
+    None
 }
 
 /// The Braze kind a key names, with the metadata the key carries. `None` when the key matches
@@ -420,6 +479,11 @@ mod tests {
             (b"PK\x03\x04", Compression::Zip),
             (b"PK\x05\x06", Compression::Zip),
             (&[0x28, 0xb5, 0x2f, 0xfd], Compression::Zstd),
+            // pzstd's output starts with a skippable frame (any of the 16 magic numbers).
+            (&[0x50, 0x2a, 0x4d, 0x18], Compression::Zstd),
+            (&[0x5f, 0x2a, 0x4d, 0x18, 4, 0, 0, 0], Compression::Zstd),
+            (&[0x60, 0x2a, 0x4d, 0x18], Compression::None),
+            (&[0x50, 0x2a, 0x4d], Compression::None),
             (b"Obj\x01", Compression::None),
             (b"{\"a\"", Compression::None),
             (b"PK", Compression::None),
@@ -427,6 +491,41 @@ mod tests {
         ];
         for (head, want) in cases {
             assert_eq!(codec_from_magic(head), *want, "codec_from_magic({head:?})");
+        }
+    }
+
+    #[test]
+    fn binary_magic_case_table() {
+        let mut tar = vec![b'a'; 512];
+        tar[257..263].copy_from_slice(b"ustar\0");
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (&[0x1f, 0x8b, 8, 0], Some("gzip")),
+            (b"PK\x03\x04rest", Some("zip")),
+            (&[0x28, 0xb5, 0x2f, 0xfd, 0], Some("zstd")),
+            (&[0x53, 0x2a, 0x4d, 0x18, 0, 0, 0, 0], Some("zstd")),
+            (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", Some("png")),
+            (b"\xFF\xD8\xFF\xE0\0\x10JFIF", Some("jpeg")),
+            (b"%PDF-1.7\n%\xE2\xE3", Some("pdf")),
+            (b"GIF89a\x01\0", Some("gif")),
+            (b"BZh91AY&SY\x01", Some("bzip2")),
+            (b"BZh9\x17rE8P\x90\0\0\0\0", Some("bzip2")),
+            (b"\xFD7zXZ\0\0", Some("xz")),
+            (&tar, Some("tar")),
+            // Text that merely resembles a magic number.
+            (b"BZh is not bzip2,a\n", None),
+            (b"PDF,pages\n1,2\n", None),
+            (b"%PD", None),
+            (b"a,b\n1,2\n", None),
+            (b"{\"a\":1}\n", None),
+            (b"", None),
+        ];
+        for (head, want) in cases {
+            assert_eq!(
+                binary_magic(head),
+                *want,
+                "binary_magic({:?})",
+                String::from_utf8_lossy(head)
+            );
         }
     }
 

@@ -34,9 +34,13 @@ fuzz_target!(|data: &[u8]| {
     if lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop();
     }
-    for raw in lines {
+    for (i, raw) in lines.into_iter().enumerate() {
         let oversize = raw.len() as u64 > MAX;
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let mut line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if i == 0 {
+            // A UTF-8 byte order mark before the first line is not part of it.
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
         if !oversize && line.trim_ascii().is_empty() {
             continue;
         }

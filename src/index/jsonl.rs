@@ -9,25 +9,37 @@ use std::io::BufRead;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{Indexed, LineFramer, Offsets, Options};
+use super::{
+    BOM, Columns, ErrorList, Indexed, LineFramer, MAX_COLUMN_NAME_BYTES, MAX_COLUMNS, Offsets,
+    Options, cut,
+};
 
-/// Top-level keys in first-seen order.
+/// Top-level keys of good records in first-seen order, bounded as [`Columns`] is.
 ///
 /// Records of one export mostly list the same keys in the same order, so the key at position
 /// `i` of a record is first compared with the key at position `i` of the previous record; only a
-/// different key is looked up in the set.
+/// different key is looked up in the set. A key not seen before waits in `pending` until its
+/// record is known to be good ([`KeySet::commit`]); a bad record's keys are dropped
+/// ([`KeySet::discard`]). Memory is bounded whatever the input: the set holds only listed keys,
+/// and `pending` and the position cache at most [`MAX_COLUMNS`] keys of at most
+/// [`MAX_COLUMN_NAME_BYTES`] each.
 #[derive(Default)]
 pub(crate) struct KeySet {
     seen: HashSet<Box<str>>,
-    order: Vec<String>,
+    columns: Columns,
+    /// Listed keys by their position in the previous records (no gaps).
     previous: Vec<Box<str>>,
     position: usize,
+    pending: Vec<Box<str>>,
+    /// The current record has more new keys than could be listed.
+    pending_overflow: bool,
 }
 
 impl KeySet {
     /// Starts a new record.
     fn start(&mut self) {
         self.position = 0;
+        self.discard();
     }
 
     fn note(&mut self, key: &str) {
@@ -36,19 +48,44 @@ impl KeySet {
         if self.previous.get(i).is_some_and(|p| **p == *key) {
             return;
         }
-        if !self.seen.contains(key) {
-            self.seen.insert(key.into());
-            self.order.push(key.to_string());
-        }
-        if i < self.previous.len() {
-            self.previous[i] = key.into();
+        if self.seen.contains(key) {
+            if i < self.previous.len() {
+                self.previous[i] = key.into();
+            } else if i == self.previous.len() && i < MAX_COLUMNS {
+                self.previous.push(key.into());
+            }
+        } else if self.columns.is_full() {
+            // Nothing more can be listed; an unlisted key is not remembered.
+            self.pending_overflow = true;
+        } else if self.pending.len() < MAX_COLUMNS {
+            self.pending.push(cut(key, MAX_COLUMN_NAME_BYTES).into());
         } else {
-            self.previous.push(key.into());
+            self.pending_overflow = true;
         }
     }
 
-    pub fn into_vec(self) -> Vec<String> {
-        self.order
+    /// The current record is good: its new keys are listed.
+    pub fn commit(&mut self) {
+        for key in self.pending.drain(..) {
+            if !self.seen.contains(&key) && self.columns.push(&key) {
+                self.seen.insert(key);
+            }
+        }
+        if self.pending_overflow {
+            self.columns.set_full();
+            self.pending_overflow = false;
+        }
+    }
+
+    /// The current record is bad: its new keys are forgotten.
+    pub fn discard(&mut self) {
+        self.pending.clear();
+        self.pending_overflow = false;
+    }
+
+    /// The listed keys; errors saying how the list falls short go to `errors`.
+    pub fn finish(self, errors: &mut ErrorList) -> Vec<String> {
+        self.columns.finish(errors, None, "top-level keys")
     }
 }
 
@@ -124,8 +161,16 @@ impl<'de> Visitor<'de> for KeyName<'_> {
 /// ignored values without validating them (found by fuzzing). The parser then reads the checked
 /// `str`, so it does not check the UTF-8 of the strings it does parse a second time.
 pub(crate) fn check_line(line: &[u8], keys: &mut KeySet) -> Result<(), String> {
-    let text = simdutf8::compat::from_utf8(line)
-        .map_err(|e| format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()))?;
+    let text = match simdutf8::compat::from_utf8(line) {
+        Ok(text) => text,
+        Err(e) => {
+            keys.discard();
+            return Err(format!(
+                "invalid UTF-8 at byte {} of the line",
+                e.valid_up_to()
+            ));
+        }
+    };
     let mut de = serde_json::Deserializer::from_str(text);
     // Only objects have keys to note. Other values are skipped with `RawValue`, the way values
     // nested in objects are skipped: serde_json's top-level `IgnoredAny` parses numbers fully
@@ -136,9 +181,14 @@ pub(crate) fn check_line(line: &[u8], keys: &mut KeySet) -> Result<(), String> {
     } else {
         <&serde_json::value::RawValue as serde::Deserialize>::deserialize(&mut de).map(|_| ())
     };
-    checked
+    let verdict = checked
         .and_then(|()| de.end())
-        .map_err(|e| format!("invalid JSON: {e}"))
+        .map_err(|e| format!("invalid JSON: {e}"));
+    match verdict {
+        Ok(()) => keys.commit(),
+        Err(_) => keys.discard(),
+    }
+    verdict
 }
 
 pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
@@ -150,7 +200,11 @@ pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
     let max = opts.max_record_bytes;
     let result = LineFramer::new(max, true).run(r, |line| {
         line_no += 1;
-        let bytes = line.bytes.strip_suffix(b"\r").unwrap_or(line.bytes);
+        let mut bytes = line.bytes.strip_suffix(b"\r").unwrap_or(line.bytes);
+        if line.start == 0 {
+            // A UTF-8 byte order mark before the first record is not part of it.
+            bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
+        }
         if !line.oversize && bytes.trim_ascii().is_empty() {
             return;
         }
@@ -170,7 +224,7 @@ pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
         }
     });
     out.fatal = result.err();
-    out.columns = Some(keys.into_vec());
+    out.columns = Some(keys.finish(&mut out.errors));
     out.offsets = offsets.into_vec();
     out
 }
@@ -239,5 +293,51 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.contains("MAX_RECORD_BYTES"));
         assert_eq!(errs[0].line, Some(2));
+    }
+
+    #[test]
+    fn bom_before_the_first_record_is_not_a_bad_record() {
+        let data = b"\xEF\xBB\xBF{\"a\":1}\n{\"b\":2}\n";
+        let out = index(&mut &data[..], &opts());
+        assert_eq!((out.records, out.errors.total), (2, 0));
+        assert_eq!(out.columns.unwrap(), vec!["a", "b"]);
+        // Only before the first record.
+        let data = b"{\"a\":1}\n\xEF\xBB\xBF{\"b\":2}\n";
+        let out = index(&mut &data[..], &opts());
+        assert_eq!((out.records, out.errors.total), (1, 1));
+    }
+
+    #[test]
+    fn keys_of_bad_records_are_not_columns() {
+        let data = b"{\"evil\":1,\"a\":\n{\"a\":1}\n{\"nope\":\"\xff\"}\n{\"a\":2,\"b\":3}\n";
+        let out = index(&mut &data[..], &opts());
+        assert_eq!((out.records, out.errors.total), (2, 2));
+        assert_eq!(out.columns.unwrap(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn distinct_keys_are_bounded() {
+        let mut data = Vec::new();
+        for i in 0..5000 {
+            data.extend_from_slice(format!("{{\"k{i}\":1,\"common\":2}}\n").as_bytes());
+        }
+        // One record with many keys.
+        data.push(b'{');
+        for i in 0..5000 {
+            data.extend_from_slice(format!("\"w{i}\":1,").as_bytes());
+        }
+        data.extend_from_slice(b"\"end\":1}\n");
+        let out = index(&mut &data[..], &opts());
+        assert_eq!(out.records, 5001);
+        let columns = out.columns.unwrap();
+        assert_eq!(columns.len(), MAX_COLUMNS);
+        assert_eq!(&columns[..3], &["k0", "common", "k1"]);
+        let errs = out.errors.into_listed();
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].message.contains("top-level keys"),
+            "{}",
+            errs[0].message
+        );
     }
 }

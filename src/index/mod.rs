@@ -12,11 +12,21 @@ use std::io::{self, BufRead};
 use thiserror::Error;
 
 use crate::decode::Budget;
-use crate::detect::AVRO_MAGIC;
+use crate::detect::{AVRO_MAGIC, binary_magic};
 use crate::manifest::{Format, Kind, MAX_LISTED_ERRORS, RecordError};
 
 /// How many leading bytes of a part are looked at to decide its format.
 pub const SNIFF_LEN: usize = 64 * 1024;
+
+/// At most this many names are listed in a part's `columns` (CSV header fields, JSON lines
+/// top-level keys); the part gets an error saying the list is cut.
+pub const MAX_COLUMNS: usize = 1000;
+/// A longer column name is cut (at a character boundary) in `columns`, with an error.
+pub const MAX_COLUMN_NAME_BYTES: usize = 1024;
+/// The names listed in one part's `columns` total at most this many bytes.
+pub const MAX_COLUMNS_BYTES: usize = 64 * 1024;
+/// A listed error message is cut to this many bytes.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -67,9 +77,16 @@ pub struct ErrorList {
 }
 
 impl ErrorList {
-    pub fn push(&mut self, record: Option<u64>, line: Option<u64>, message: String) {
+    /// Counts a bad record and lists it while fewer than [`MAX_LISTED_ERRORS`] are; its message
+    /// is cut to [`MAX_ERROR_MESSAGE_BYTES`].
+    pub fn push(&mut self, record: Option<u64>, line: Option<u64>, mut message: String) {
         self.total += 1;
         if self.listed.len() < MAX_LISTED_ERRORS {
+            if message.len() > MAX_ERROR_MESSAGE_BYTES {
+                let keep = cut(&message, MAX_ERROR_MESSAGE_BYTES - '…'.len_utf8()).len();
+                message.truncate(keep);
+                message.push('…');
+            }
             self.listed.push(RecordError {
                 record,
                 line,
@@ -89,6 +106,83 @@ impl ErrorList {
             });
         }
         self.listed
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A part's `columns`, bounded: at most [`MAX_COLUMNS`] names of at most
+/// [`MAX_COLUMN_NAME_BYTES`] each, [`MAX_COLUMNS_BYTES`] in all.
+#[derive(Debug, Default)]
+pub(crate) struct Columns {
+    names: Vec<String>,
+    bytes: usize,
+    /// A name did not fit: the list stops before it.
+    full: bool,
+    /// A listed name was cut.
+    cut: bool,
+}
+
+impl Columns {
+    /// Lists `name` (cut to [`MAX_COLUMN_NAME_BYTES`]) unless the list is full; returns whether
+    /// it was listed. Once a name does not fit, no later one is listed, so that listed names keep
+    /// their positions.
+    pub fn push(&mut self, name: &str) -> bool {
+        let kept = cut(name, MAX_COLUMN_NAME_BYTES);
+        if self.full
+            || self.names.len() >= MAX_COLUMNS
+            || self.bytes + kept.len() > MAX_COLUMNS_BYTES
+        {
+            self.full = true;
+            return false;
+        }
+        self.cut |= kept.len() < name.len();
+        self.bytes += kept.len();
+        self.names.push(kept.to_string());
+        true
+    }
+
+    /// Marks the list as cut short: some names were not offered.
+    pub fn set_full(&mut self) {
+        self.full = true;
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// The names; an error for each way the list falls short of the content (`what` names the
+    /// names, e.g. "header fields").
+    pub fn finish(self, errors: &mut ErrorList, line: Option<u64>, what: &str) -> Vec<String> {
+        if self.full {
+            errors.push(
+                None,
+                line,
+                format!(
+                    "more {what} than `columns` lists: it holds the first {} (at most \
+                     {MAX_COLUMNS} names, {MAX_COLUMNS_BYTES} bytes in all)",
+                    self.names.len()
+                ),
+            );
+        }
+        if self.cut {
+            errors.push(
+                None,
+                line,
+                format!("{what} longer than {MAX_COLUMN_NAME_BYTES} bytes are cut in `columns`"),
+            );
+        }
+        self.names
     }
 }
 
@@ -126,50 +220,96 @@ impl Offsets {
 
 /// Decides the format of a part from its first bytes (`whole` when `sample` is the entire part)
 /// and the Braze kind of the object. For CSV also returns the delimiter.
+///
+/// In order: Avro magic → `avro`; another binary magic (a nested archive, an image, …) →
+/// `binary`; API user exports → `jsonl` and dashboard exports → `csv` whatever the bytes, so that
+/// broken content shows as bad records; NUL-heavy bytes → `binary`; message archives starting
+/// with `{` → `json`; JSON lines when at least half of the first lines are JSON values, `json`
+/// when it starts with `{` or `[` otherwise; CSV when a delimiter splits most of the first rows
+/// like the header; other UTF-8 text → `lines`; anything else → `binary`.
 pub fn sniff(sample: &[u8], whole: bool, kind: Option<Kind>) -> (Format, Option<u8>) {
     if sample.starts_with(AVRO_MAGIC) {
         return (Format::Avro, None);
     }
+    if binary_magic(sample).is_some() {
+        return (Format::Binary, None);
+    }
     let text = sample.strip_prefix(BOM).unwrap_or(sample);
+    match kind {
+        Some(Kind::ApiUserExport) => return (Format::Jsonl, None),
+        Some(Kind::DashboardCsvExport) => {
+            let d = csv::sniff_delimiter(text, whole).unwrap_or(b',');
+            return (Format::Csv, Some(d));
+        }
+        _ => {}
+    }
     if text.is_empty() {
-        let format = match kind {
-            Some(Kind::ApiUserExport) => Format::Jsonl,
-            Some(Kind::DashboardCsvExport) => Format::Csv,
-            _ => Format::Lines,
-        };
-        return (format, (format == Format::Csv).then_some(b','));
+        return (Format::Lines, None);
+    }
+    if nul_heavy(text) {
+        return (Format::Binary, None);
     }
     let first = text.iter().copied().find(|b| !b.is_ascii_whitespace());
-    if matches!(first, Some(b'{') | Some(b'[')) {
-        let format = match kind {
-            Some(Kind::MessageArchive) => Format::Json,
-            Some(Kind::ApiUserExport) => Format::Jsonl,
-            _ => {
-                let line_end = memchr::memchr(b'\n', text);
-                let first_line = &text[..line_end.unwrap_or(text.len())];
-                let parses =
-                    serde_json::from_slice::<serde::de::IgnoredAny>(first_line.trim_ascii())
-                        .is_ok();
-                if parses || (line_end.is_none() && !whole) {
-                    Format::Jsonl
-                } else {
-                    Format::Json
-                }
-            }
-        };
-        return (format, None);
+    let starts_json = matches!(first, Some(b'{') | Some(b'['));
+    if starts_json && kind == Some(Kind::MessageArchive) {
+        return (Format::Json, None);
+    }
+    if mostly_json_lines(text, whole) {
+        return (Format::Jsonl, None);
+    }
+    if starts_json {
+        return (Format::Json, None);
     }
     if let Some(d) = csv::sniff_delimiter(text, whole) {
         return (Format::Csv, Some(d));
-    }
-    if kind == Some(Kind::DashboardCsvExport) {
-        return (Format::Csv, Some(b','));
     }
     if looks_like_text(text, whole) {
         (Format::Lines, None)
     } else {
         (Format::Binary, None)
     }
+}
+
+/// Lines looked at to decide JSON lines.
+const SNIFF_LINES: usize = 20;
+
+/// More than one byte in 1024 is NUL: UTF-16, images, zero-filled blocks. Text formats hold
+/// no NUL.
+fn nul_heavy(sample: &[u8]) -> bool {
+    let nuls = memchr::memchr_iter(0, sample).count();
+    nuls > sample.len() / 1024
+}
+
+/// At least half of the first non-blank lines (up to [`SNIFF_LINES`]) are a JSON object or
+/// array, so that one corrupt line, the first one included, does not decide. A cut sample's last
+/// line is not looked at; a sample with no line end that starts a JSON value is one long line.
+fn mostly_json_lines(sample: &[u8], whole: bool) -> bool {
+    let mut lines = 0usize;
+    let mut json = 0usize;
+    let mut start = 0usize;
+    while lines < SNIFF_LINES && start < sample.len() {
+        let end = memchr::memchr(b'\n', &sample[start..]).map(|i| start + i);
+        if end.is_none() && !whole {
+            break;
+        }
+        let stop = end.unwrap_or(sample.len());
+        let line = sample[start..stop].trim_ascii();
+        start = stop + 1;
+        if line.is_empty() {
+            continue;
+        }
+        lines += 1;
+        if matches!(line[0], b'{' | b'[')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
+        {
+            json += 1;
+        }
+    }
+    if lines == 0 {
+        let first = sample.iter().copied().find(|b| !b.is_ascii_whitespace());
+        return !whole && matches!(first, Some(b'{') | Some(b'['));
+    }
+    json > 0 && json * 2 >= lines
 }
 
 fn looks_like_text(sample: &[u8], whole: bool) -> bool {
@@ -394,6 +534,88 @@ mod tests {
             (b"\xff\xfe\xfd", true, None, Format::Binary, None),
             (b"", true, None, Format::Lines, None),
             (b"", true, Some(Kind::ApiUserExport), Format::Jsonl, None),
+            // Known binary magic numbers are never CSV or text, whatever the kind: a nested gzip
+            // in an API export zip is `binary`.
+            (b"\x1f\x8b\x08\0,a,b\n", true, None, Format::Binary, None),
+            (
+                b"\x1f\x8b\x08\0{\"a\":1}\n",
+                true,
+                Some(Kind::ApiUserExport),
+                Format::Binary,
+                None,
+            ),
+            (
+                b"PK\x03\x04a,b\n1,2\n",
+                true,
+                Some(Kind::DashboardCsvExport),
+                Format::Binary,
+                None,
+            ),
+            (
+                b"\x50\x2a\x4d\x18a,b\n1,2\n",
+                true,
+                None,
+                Format::Binary,
+                None,
+            ),
+            (
+                b"\x89PNG\r\n\x1a\n,,\n,,\n",
+                true,
+                None,
+                Format::Binary,
+                None,
+            ),
+            (
+                b"\xFF\xD8\xFF\xE0,a\n,b\n",
+                true,
+                None,
+                Format::Binary,
+                None,
+            ),
+            (b"%PDF-1.4\na,b\n1,2\n", true, None, Format::Binary, None),
+            // NUL-heavy bytes that a delimiter would split evenly (UTF-16 CSV).
+            (
+                b"a\x00,\x00b\x00\n\x001\x00,\x002\x00\n",
+                true,
+                None,
+                Format::Binary,
+                None,
+            ),
+            // JSON lines whose first line is corrupt: the majority decides.
+            (
+                b"{\"a\":1,\"b\n{\"a\":2}\n{\"a\":3}\n",
+                true,
+                None,
+                Format::Jsonl,
+                None,
+            ),
+            (
+                b"garbage, here\n{\"a\":2}\n",
+                true,
+                None,
+                Format::Jsonl,
+                None,
+            ),
+            // API user exports are JSON lines whatever the first bytes.
+            (
+                b"not json at all\n",
+                true,
+                Some(Kind::ApiUserExport),
+                Format::Jsonl,
+                None,
+            ),
+            (b"\xEF\xBB\xBF{\"a\":1}\n", true, None, Format::Jsonl, None),
+            // A ragged row or a stray line among the first rows: still CSV.
+            (
+                b"a,b,c\n1,2,3\n1,2\n4,5,6\n",
+                true,
+                None,
+                Format::Csv,
+                Some(b','),
+            ),
+            (b"a,b\n1,2\n \n3,4\n", true, None, Format::Csv, Some(b',')),
+            // CR-only line ends.
+            (b"a;b\r1;2\r3;4\r", true, None, Format::Csv, Some(b';')),
         ];
         for (sample, whole, kind, format, delim) in cases {
             assert_eq!(
@@ -403,6 +625,49 @@ mod tests {
                 String::from_utf8_lossy(sample)
             );
         }
+    }
+
+    #[test]
+    fn error_messages_are_cut_at_a_character_boundary() {
+        let mut errors = ErrorList::default();
+        errors.push(Some(0), Some(1), "é".repeat(10_000));
+        errors.push(Some(1), Some(2), "short".to_string());
+        let listed = errors.into_listed();
+        assert!(listed[0].message.len() <= MAX_ERROR_MESSAGE_BYTES);
+        assert!(listed[0].message.ends_with("é…"), "{}", listed[0].message);
+        assert_eq!(listed[1].message, "short");
+    }
+
+    #[test]
+    fn columns_are_bounded_in_count_name_length_and_bytes() {
+        let mut errors = ErrorList::default();
+        let mut c = Columns::default();
+        for i in 0..MAX_COLUMNS + 5 {
+            c.push(&format!("c{i}"));
+        }
+        let names = c.finish(&mut errors, Some(1), "header fields");
+        assert_eq!(names.len(), MAX_COLUMNS);
+        assert_eq!(errors.total, 1);
+
+        let mut errors = ErrorList::default();
+        let mut c = Columns::default();
+        assert!(c.push(&"x".repeat(5000)));
+        assert!(c.push("b"));
+        let names = c.finish(&mut errors, None, "keys");
+        assert_eq!(names[0].len(), MAX_COLUMN_NAME_BYTES);
+        assert_eq!(names[1], "b");
+        assert_eq!(errors.total, 1);
+
+        let mut errors = ErrorList::default();
+        let mut c = Columns::default();
+        let mut listed = 0;
+        while c.push(&"y".repeat(MAX_COLUMN_NAME_BYTES)) {
+            listed += 1;
+        }
+        assert_eq!(listed, MAX_COLUMNS_BYTES / MAX_COLUMN_NAME_BYTES);
+        assert!(!c.push("z"), "no name is listed after the list is full");
+        c.finish(&mut errors, None, "keys");
+        assert_eq!(errors.total, 1);
     }
 
     #[test]

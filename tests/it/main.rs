@@ -6,6 +6,7 @@ mod exactly_once_deadlines;
 mod exactly_once_versions;
 mod fixtures;
 mod hostile_avro;
+mod hostile_formats;
 mod hostile_keys;
 mod hostile_zip;
 mod index_cli;
