@@ -95,7 +95,7 @@ const BINARY_MAGICS: &[(&str, &[u8])] = &[
 ];
 
 /// The name of the binary format whose magic number `head` starts with, if any (see
-/// [`BINARY_MAGICS`]; also zstd skippable frames, bzip2 and tar). Such bytes are `binary`, never
+/// `BINARY_MAGICS`; also zstd skippable frames, bzip2 and tar). Such bytes are `binary`, never
 /// sniffed as CSV or text.
 pub fn binary_magic(head: &[u8]) -> Option<&'static str> {
     if let Some((name, _)) = BINARY_MAGICS.iter().find(|(_, m)| head.starts_with(m)) {

@@ -3,7 +3,7 @@
 //! `'`-prefixed cells are ordinary data.
 //!
 //! Records are framed here with `csv-core`, so that memory stays bounded whatever the input: a
-//! record's bytes are kept up to `MAX_RECORD_BYTES` and its field ends up to [`MAX_ENDS`]; past
+//! record's bytes are kept up to `MAX_RECORD_BYTES` and its field ends up to `MAX_ENDS`; past
 //! that the record is still read to its end, counted and reported, but not held.
 
 use std::io::{self, BufRead};
