@@ -29,9 +29,9 @@ use crate::detect::{
 };
 use crate::index::{self, FormatError, Indexed, Options, SNIFF_LEN};
 use crate::manifest::{
-    Braze, Compression, Failure, FailureCause, Format, Kind, MANIFEST_VERSION, Manifest,
-    ObjectError, Output, Part, Producer, Source, Status, Totals, manifest_key, now_rfc3339,
-    part_key_of, sanitize_part_name,
+    Braze, Compression, Failure, FailureCause, Format, Kind, MANIFEST_VERSION, MAX_LISTED_ERRORS,
+    Manifest, ObjectError, Output, Part, Producer, Source, Status, Totals, manifest_key,
+    now_rfc3339, part_key_of, sanitize_part_name,
 };
 use crate::sink::{self, Sinks};
 use crate::store::s3::{self, OutputKind, S3Store};
@@ -221,6 +221,7 @@ pub fn index_object(
             Kind::Unknown
         };
     }
+    limit_object_errors(&mut manifest.errors);
     manifest.compute_totals();
     manifest.failure = ctx.cause.map(|cause| Failure { cause });
     manifest.status = if ctx.cause.is_some() {
@@ -248,6 +249,23 @@ pub fn index_object(
         manifest,
         retryable: ctx.retryable,
     }
+}
+
+/// Members of a zip that may fail before the rest of the archive is left unread.
+const MAX_FAILED_MEMBERS: usize = MAX_LISTED_ERRORS;
+
+/// Lists at most [`MAX_LISTED_ERRORS`] object-level errors, then one that counts the rest (each
+/// part still lists its own).
+fn limit_object_errors(errors: &mut Vec<ObjectError>) {
+    if errors.len() <= MAX_LISTED_ERRORS {
+        return;
+    }
+    let unlisted = errors.len() - MAX_LISTED_ERRORS;
+    errors.truncate(MAX_LISTED_ERRORS);
+    errors.push(ObjectError {
+        message: format!("{unlisted} more errors not listed (see the parts)"),
+        part: None,
+    });
 }
 
 /// Waits for the part uploads still completing. A part whose upload failed loses its output and
@@ -371,7 +389,25 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
     order.sort_by_key(|m| archive.data_offset(m));
     let first_part = manifest.parts.len();
     let mut part_index: Vec<usize> = Vec::new();
+    let file_members = members.iter().filter(|m| !m.is_dir).count();
+    let mut failed_members = 0usize;
     for member in order {
+        if failed_members >= MAX_FAILED_MEMBERS {
+            // The object is failed already: reading on would only make the work and the
+            // manifest grow with an archive whose members all fail.
+            manifest.errors.insert(
+                0,
+                ObjectError {
+                message: format!(
+                    "stopped after {failed_members} members failed: {} of {file_members} members \
+                     were not read",
+                    file_members - part_index.len()
+                ),
+                part: None,
+            },
+            );
+            break;
+        }
         if member.is_dir {
             if let Err(e) = archive.check_entry(member) {
                 let message = archive_error_message(ctx, e);
@@ -390,9 +426,11 @@ fn process_zip(ctx: &mut Ctx<'_>, source: &dyn ObjectSource, manifest: &mut Mani
                 let processed =
                     process_part(ctx, &member.name, member.compressed_size, &mut stream);
                 read_to_end = processed.2.is_none();
+                failed_members += usize::from(!read_to_end);
                 push_part(ctx, manifest, processed, &container);
             }
             Err(e) => {
+                failed_members += 1;
                 let message = archive_error_message(ctx, e);
                 let mut part = failed_part(&member.name, member.compressed_size);
                 part.errors.push(crate::manifest::RecordError {

@@ -496,3 +496,28 @@ fn zip_hidden_members_in_every_hiding_place_are_failed() {
     let run = index_bytes(&build(&with_dir, &Layout::default()), KEY, &[]);
     assert_failed_naming(&run, "hidden member");
 }
+
+#[test]
+fn zip_whose_members_all_fail_stops_early_with_a_bounded_manifest() {
+    // 300 members that each lie about their size: the object fails on the first; after 100
+    // failed members the rest is left unread, and the manifest stays small.
+    let lying: Vec<Member> = (0..300)
+        .map(|k| Member {
+            size: 1,
+            local_size: Some(1),
+            ..member(&format!("m{k:03}.txt"), b"two bytes or more\n", true)
+        })
+        .collect();
+    let run = index_bytes(&build(&lying, &Layout::default()), KEY, &[]);
+    assert_failed_naming(
+        &run,
+        "stopped after 100 members failed: 200 of 300 members were not read",
+    );
+    assert_eq!(run.parts().len(), 100, "{}", run.describe());
+    assert!(run.errors().len() <= 101, "{}", run.errors().len());
+    assert!(
+        run.stdout.len() < 256 << 10,
+        "manifest of {} bytes",
+        run.stdout.len()
+    );
+}
