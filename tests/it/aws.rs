@@ -14,6 +14,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use export_fetcher::config::Config;
+use export_fetcher::handler::{env_with_clients, sinks_from_config};
+use export_fetcher::pipeline::Env;
 
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
@@ -148,6 +151,118 @@ pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     )
 }
 
+/// The environment on the S3 client for `endpoint`, with no sinks.
+pub fn env_at(endpoint: &str, cfg: Config) -> Arc<Env> {
+    Arc::new(env_with_clients(cfg, s3_client(endpoint)).unwrap())
+}
+
+/// The environment with every sink the configuration names, on moto's clients.
+pub fn env_with_sinks(moto: &Moto, cfg: Config) -> Arc<Env> {
+    let sinks = sinks_from_config(&cfg, moto.sns(), moto.sqs(), moto.eventbridge()).unwrap();
+    Arc::new(
+        env_with_clients(cfg, s3_client(&moto.endpoint))
+            .unwrap()
+            .with_sinks(sinks),
+    )
+}
+
+/// Creates the SQS queue `name`; returns its URL.
+pub async fn queue(moto: &Moto, name: &str) -> String {
+    moto.sqs()
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
+}
+
+/// Every message in a queue, with all its attributes (each deleted once received), once two
+/// receives have come back empty.
+pub async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    let mut empty = 0;
+    while empty < 2 {
+        let msgs = receive_batch(sqs, url).await;
+        if msgs.is_empty() {
+            empty += 1;
+        }
+        all.extend(msgs);
+    }
+    all
+}
+
+/// One receive of up to 10 messages (waiting up to a second), with all their attributes; each
+/// is deleted once received.
+pub async fn receive_batch(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .message_attribute_names("All")
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let msgs = out.messages.unwrap_or_default();
+    for m in &msgs {
+        sqs.delete_message()
+            .queue_url(url)
+            .receipt_handle(m.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    msgs
+}
+
+/// The JSON bodies of [`drain`].
+pub async fn drain_json(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<serde_json::Value> {
+    drain(sqs, url)
+        .await
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect()
+}
+
+/// Accepts connections on a fresh loopback port and hands each, with a connection of its own to
+/// `upstream`, to `on_connection` (with the upstream address), until the returned flag is set
+/// (see [`stop_proxy`]). Returns the proxy's endpoint URL and that flag.
+pub fn serve_proxy(
+    upstream: &str,
+    on_connection: impl Fn(TcpStream, TcpStream, &str) + Send + 'static,
+) -> (String, Arc<AtomicBool>) {
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            if stop2.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            on_connection(client, server, &upstream);
+        }
+    });
+    (endpoint, stop)
+}
+
+/// Stops a [`serve_proxy`] loop: sets its flag and wakes its `accept`.
+pub fn stop_proxy(stop: &AtomicBool, endpoint: &str) {
+    stop.store(true, Ordering::Relaxed);
+    let _ = TcpStream::connect(endpoint.trim_start_matches("http://"));
+}
+
 /// A loopback TCP proxy in front of a server that, once armed, cuts the first server→client
 /// stream that goes past `cut_after` bytes (a dropped connection mid-object).
 pub struct CuttingProxy {
@@ -158,28 +273,13 @@ pub struct CuttingProxy {
 
 impl CuttingProxy {
     pub fn start(upstream: &str, cut_after: u64, cuts_wanted: u64) -> CuttingProxy {
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let cuts = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (cuts2, stop2) = (cuts.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop2.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pipe(c2, s2, u64::MAX, None));
-                let cuts = cuts2.clone();
-                std::thread::spawn(move || {
-                    pipe(server, client, cut_after, Some((cuts, cuts_wanted)))
-                });
-            }
+        let cuts2 = cuts.clone();
+        let (endpoint, stop) = serve_proxy(upstream, move |client, server, _| {
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || pipe(c2, s2, u64::MAX, None));
+            let cuts = cuts2.clone();
+            std::thread::spawn(move || pipe(server, client, cut_after, Some((cuts, cuts_wanted))));
         });
         CuttingProxy {
             endpoint,
@@ -191,8 +291,7 @@ impl CuttingProxy {
 
 impl Drop for CuttingProxy {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.endpoint.trim_start_matches("http://"));
+        stop_proxy(&self.stop, &self.endpoint);
     }
 }
 
@@ -251,30 +350,17 @@ impl FaultProxy {
 
     /// The same, answering matching requests with `answer` (`(403, "AccessDenied")`, say).
     pub fn start_answering(upstream: &str, rule: FaultRule, answer: FaultAnswer) -> FaultProxy {
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let failed = Arc::new(AtomicU64::new(0));
         let armed = Arc::new(AtomicBool::new(true));
-        let stop = Arc::new(AtomicBool::new(false));
         let rule = Arc::new(rule);
-        let (failed2, armed2, stop2) = (failed.clone(), armed.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop2.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pipe(s2, c2, u64::MAX, None));
-                let (rule, failed, armed) = (rule.clone(), failed2.clone(), armed2.clone());
-                std::thread::spawn(move || {
-                    forward_requests(client, server, &rule, &failed, &armed, answer)
-                });
-            }
+        let (failed2, armed2) = (failed.clone(), armed.clone());
+        let (endpoint, stop) = serve_proxy(upstream, move |client, server, _| {
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || pipe(s2, c2, u64::MAX, None));
+            let (rule, failed, armed) = (rule.clone(), failed2.clone(), armed2.clone());
+            std::thread::spawn(move || {
+                forward_requests(client, server, &rule, &failed, &armed, answer)
+            });
         });
         FaultProxy {
             endpoint,
@@ -287,8 +373,7 @@ impl FaultProxy {
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.endpoint.trim_start_matches("http://"));
+        stop_proxy(&self.stop, &self.endpoint);
     }
 }
 
@@ -305,49 +390,20 @@ fn forward_requests(
     let mut out = client.try_clone().unwrap();
     let mut reader = BufReader::new(client);
     loop {
-        let mut head = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => {
-                    let _ = server.shutdown(Shutdown::Both);
-                    return;
-                }
-                Ok(_) => {}
-            }
-            head.extend_from_slice(&line);
-            if line == b"\r\n" {
-                break;
-            }
-        }
-        let text = String::from_utf8_lossy(&head).into_owned();
-        let mut first = text.split_whitespace();
-        let (method, target) = (
-            first.next().unwrap_or("").to_string(),
-            first.next().unwrap_or("").to_string(),
-        );
-        let header = |name: &str| {
-            text.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_string())
-            })
+        let Some(req) = read_request_head(&mut reader) else {
+            let _ = server.shutdown(Shutdown::Both);
+            return;
         };
-        let length: u64 = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
-        if armed.load(Ordering::SeqCst) && rule(&method, &target) {
+        if armed.load(Ordering::SeqCst) && rule(&req.method, &req.target) {
             failed.fetch_add(1, Ordering::SeqCst);
             // Drain the body so that the client reads the answer rather than a reset.
             let _ = reader
                 .get_ref()
                 .set_read_timeout(Some(Duration::from_secs(2)));
-            if chunked {
+            if req.chunked {
                 let _ = std::io::copy(&mut reader, &mut std::io::sink());
             } else {
-                let _ = std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink());
+                let _ = std::io::copy(&mut (&mut reader).take(req.length), &mut std::io::sink());
             }
             let body = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
@@ -363,23 +419,86 @@ fn forward_requests(
             let _ = server.shutdown(Shutdown::Both);
             return;
         }
-        if server.write_all(&head).is_err() {
+        if server.write_all(&req.head).is_err() {
             return;
         }
-        let copied = if chunked {
-            copy_chunked(&mut reader, &mut server)
-        } else {
-            std::io::copy(&mut (&mut reader).take(length), &mut server).map(|_| ())
-        };
-        if copied.is_err() {
+        if req.copy_body(&mut reader, &mut server).is_err() {
             let _ = server.shutdown(Shutdown::Both);
             return;
         }
     }
 }
 
-/// Copies one `Transfer-Encoding: chunked` body, through its last chunk and trailers.
-fn copy_chunked(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> std::io::Result<()> {
+/// One HTTP/1.1 request head as read from a client, with what frames its body.
+pub struct RequestHead {
+    /// The head as sent, request line through the empty line.
+    pub head: Vec<u8>,
+    pub method: String,
+    pub target: String,
+    /// `Content-Length` (0 when absent).
+    pub length: u64,
+    /// `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+}
+
+impl RequestHead {
+    /// Copies the body that follows this head, as sent.
+    pub fn copy_body(
+        &self,
+        reader: &mut BufReader<TcpStream>,
+        w: &mut impl Write,
+    ) -> std::io::Result<()> {
+        if self.chunked {
+            copy_chunked(reader, w)
+        } else {
+            std::io::copy(&mut reader.take(self.length), w).map(|_| ())
+        }
+    }
+}
+
+/// Reads one request head (lines until `"\r\n"`); `None` once the client has closed or failed.
+pub fn read_request_head(reader: &mut BufReader<TcpStream>) -> Option<RequestHead> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut first = text.split_whitespace();
+    let (method, target) = (
+        first.next().unwrap_or("").to_string(),
+        first.next().unwrap_or("").to_string(),
+    );
+    let header = |name: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let length: u64 = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+    Some(RequestHead {
+        head,
+        method,
+        target,
+        length,
+        chunked,
+    })
+}
+
+/// Copies one `Transfer-Encoding: chunked` body, as sent (sizes, data, last chunk, trailers).
+fn copy_chunked(r: &mut BufReader<TcpStream>, w: &mut impl Write) -> std::io::Result<()> {
     loop {
         let mut size_line = Vec::new();
         r.read_until(b'\n', &mut size_line)?;

@@ -9,21 +9,19 @@
 //!
 //! The webhook tests use a receiver on loopback (`sinks::Receiver`) and moto_server for S3.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use export_fetcher::config::Config;
-use export_fetcher::handler::{self, HandlerError, env_with_clients, sinks_from_config};
-use export_fetcher::pipeline::Env;
+use export_fetcher::handler::{self, HandlerError};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::aws::{ACCOUNT, Moto, REGION, s3_client};
+use crate::aws::{ACCOUNT, Moto, REGION, env_at, env_with_sinks};
 use crate::fixtures::{self, sha256_hex};
 use crate::lambda_s3::{
-    BUCKET, get, make_bucket, manifest, put, receive, s3_event, sqs_event, sqs_event_from_bodies,
+    BUCKET, bucket_with_queue, get, make_bucket, manifest, put, receive, s3_event, sqs_event,
+    sqs_event_from_bodies,
 };
 use crate::sinks::{Receiver, request_verifies, verify_signature};
 
@@ -74,20 +72,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn env_at(endpoint: &str, cfg: Config) -> Arc<Env> {
-    Arc::new(env_with_clients(cfg, s3_client(endpoint)).unwrap())
-}
-
-/// The environment with the sinks the configuration names, on moto's clients.
-fn env_with_sinks(moto: &Moto, cfg: Config) -> Arc<Env> {
-    let sinks = sinks_from_config(&cfg, moto.sns(), moto.sqs(), moto.eventbridge()).unwrap();
-    Arc::new(
-        env_with_clients(cfg, s3_client(&moto.endpoint))
-            .unwrap()
-            .with_sinks(sinks),
-    )
-}
-
 fn webhook_config(url: &str) -> Config {
     Config {
         webhook_url: Some(url.to_string()),
@@ -122,38 +106,6 @@ async fn webhook_record(s3: &aws_sdk_s3::Client, key: &str) -> Option<Value> {
     Some(serde_json::from_slice(&body).unwrap())
 }
 
-/// S3 → SQS notifications for the bucket (created here); returns the queue URL.
-async fn bucket_notifying(moto: &Moto, queue: &str) -> String {
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    let url = moto
-        .sqs()
-        .create_queue()
-        .queue_name(queue)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    s3.put_bucket_notification_configuration()
-        .bucket(BUCKET)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(
-                    QueueConfiguration::builder()
-                        .queue_arn(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"))
-                        .events(Event::from("s3:ObjectCreated:*"))
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    url
-}
-
 #[test]
 #[cfg_attr(
     not(feature = "failpoints"),
@@ -165,7 +117,7 @@ fn panicking_message_task_is_a_batch_item_failure_by_its_message_id() {
     runtime().block_on(async {
         let moto = Moto::start();
         let s3 = moto.s3();
-        let queue_url = bucket_notifying(&moto, "exports").await;
+        let queue_url = bucket_with_queue(&moto, BUCKET, "exports").await;
         let good = "reports/acked-normally.csv";
         let bad = format!("reports/{MARKER}.csv");
         put(&s3, BUCKET, good, b"a,b\n1,2\n".to_vec()).await;

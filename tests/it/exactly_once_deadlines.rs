@@ -6,8 +6,8 @@
 //! Against moto_server on loopback with the real SDK clients; a [`StallProxy`] in front of it
 //! holds chosen requests unanswered, as a stuck connection does.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +20,9 @@ use export_fetcher::pipeline::Env;
 use export_fetcher::store::s3::{LONGEST_WAIT, OUTPUT_METADATA};
 use serde_json::{Value, json};
 
-use crate::aws::{Moto, REGION, s3_client};
+use crate::aws::{
+    Moto, REGION, drain, env_at, queue, read_request_head, s3_client, serve_proxy, stop_proxy,
+};
 use crate::fixtures::{gzip, sha256_hex};
 use crate::lambda_s3::{BUCKET, get, make_bucket, manifest, put, s3_event};
 use crate::support::{input, run_raw};
@@ -47,31 +49,16 @@ struct StallProxy {
 
 impl StallProxy {
     fn start(upstream: &str, rule: StallRule) -> StallProxy {
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let stalled = Arc::new(AtomicU64::new(0));
         let armed = Arc::new(AtomicBool::new(true));
-        let stop = Arc::new(AtomicBool::new(false));
         let rule = Arc::new(rule);
-        let (stalled2, armed2, stop2) = (stalled.clone(), armed.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop2.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pipe(s2, c2));
-                let (rule, stalled, armed) = (rule.clone(), stalled2.clone(), armed2.clone());
-                let upstream = upstream.clone();
-                std::thread::spawn(move || {
-                    forward(client, server, &upstream, &rule, &stalled, &armed)
-                });
-            }
+        let (stalled2, armed2) = (stalled.clone(), armed.clone());
+        let (endpoint, stop) = serve_proxy(upstream, move |client, server, upstream| {
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || pipe(s2, c2));
+            let (rule, stalled, armed) = (rule.clone(), stalled2.clone(), armed2.clone());
+            let upstream = upstream.to_string();
+            std::thread::spawn(move || forward(client, server, &upstream, &rule, &stalled, &armed));
         });
         StallProxy {
             endpoint,
@@ -88,8 +75,7 @@ impl StallProxy {
 
 impl Drop for StallProxy {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.endpoint.trim_start_matches("http://"));
+        stop_proxy(&self.stop, &self.endpoint);
     }
 }
 
@@ -111,57 +97,23 @@ fn forward(
 ) {
     let mut reader = BufReader::new(client);
     loop {
-        let mut head = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => {
-                    let _ = server.shutdown(Shutdown::Both);
-                    return;
-                }
-                Ok(_) => {}
-            }
-            head.extend_from_slice(&line);
-            if line == b"\r\n" {
-                break;
-            }
-        }
-        let text = String::from_utf8_lossy(&head).into_owned();
-        let mut first = text.split_whitespace();
-        let (method, target) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-        let header = |name: &str| {
-            text.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_string())
-            })
+        let Some(req) = read_request_head(&mut reader) else {
+            let _ = server.shutdown(Shutdown::Both);
+            return;
         };
-        let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
-        let length: u64 = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
         let mut body = Vec::new();
-        let read = if chunked {
-            read_chunked(&mut reader, &mut body)
-        } else {
-            (&mut reader)
-                .take(length)
-                .read_to_end(&mut body)
-                .map(|_| ())
-        };
-        if read.is_err() {
+        if req.copy_body(&mut reader, &mut body).is_err() {
             let _ = server.shutdown(Shutdown::Both);
             return;
         }
         let stall = if armed.load(Ordering::SeqCst) {
-            rule(method, target)
+            rule(&req.method, &req.target)
         } else {
             None
         };
         match stall {
             None => {
-                if server.write_all(&head).is_err() || server.write_all(&body).is_err() {
+                if server.write_all(&req.head).is_err() || server.write_all(&body).is_err() {
                     return;
                 }
             }
@@ -171,7 +123,7 @@ fn forward(
                     && let Ok(mut other) = TcpStream::connect(upstream)
                 {
                     // Sent on a connection of its own, whose answer nobody reads on.
-                    let _ = other.write_all(&head);
+                    let _ = other.write_all(&req.head);
                     let _ = other.write_all(&body);
                     let _ = other.set_read_timeout(Some(Duration::from_secs(5)));
                     let _ = other.read(&mut [0u8; 4096]);
@@ -185,36 +137,9 @@ fn forward(
     }
 }
 
-/// One `Transfer-Encoding: chunked` body, as sent (sizes, data, trailers).
-fn read_chunked(r: &mut BufReader<TcpStream>, out: &mut Vec<u8>) -> std::io::Result<()> {
-    loop {
-        let mut size_line = Vec::new();
-        r.read_until(b'\n', &mut size_line)?;
-        out.extend_from_slice(&size_line);
-        let text = String::from_utf8_lossy(&size_line);
-        let size = u64::from_str_radix(text.trim().split(';').next().unwrap_or("0"), 16)
-            .map_err(std::io::Error::other)?;
-        if size == 0 {
-            loop {
-                let mut trailer = Vec::new();
-                r.read_until(b'\n', &mut trailer)?;
-                out.extend_from_slice(&trailer);
-                if trailer == b"\r\n" || trailer.is_empty() {
-                    return Ok(());
-                }
-            }
-        }
-        (&mut *r).take(size + 2).read_to_end(out)?;
-    }
-}
-
 /// The request target's path, without its query.
 fn path(target: &str) -> &str {
     target.split('?').next().unwrap_or(target)
-}
-
-fn env_at(endpoint: &str, cfg: Config) -> Arc<Env> {
-    Arc::new(env_with_clients(cfg, s3_client(endpoint)).unwrap())
 }
 
 /// A JSON-lines object a little over 10 MiB: two parts of 8 MiB.
@@ -478,44 +403,6 @@ async fn upload_left_by_a_killed_invocation_is_aborted_by_the_retry() {
 // ---------------------------------------------------------------------------------------------
 // Delivery claims
 // ---------------------------------------------------------------------------------------------
-
-async fn queue(moto: &Moto, name: &str) -> String {
-    moto.sqs()
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap()
-}
-
-async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
-    let mut all = Vec::new();
-    loop {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let msgs = out.messages.unwrap_or_default();
-        if msgs.is_empty() {
-            return all;
-        }
-        for m in msgs {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            all.push(m.body().unwrap_or_default().to_string());
-        }
-    }
-}
 
 /// The environment forwarding to `queue_url` through `sqs_endpoint`.
 fn env_with_sqs(moto: &Moto, queue_url: &str, sqs_endpoint: &str) -> Arc<Env> {

@@ -8,43 +8,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use export_fetcher::config::Config;
-use export_fetcher::handler::{self, env_with_clients, sinks_from_config};
+use export_fetcher::handler;
 use export_fetcher::pipeline::Env;
 use serde_json::{Value, json};
 
-use crate::aws::{FaultProxy, FaultRule, Moto, REGION, s3_client};
+use crate::aws::{
+    FaultProxy, FaultRule, Moto, REGION, drain_json, env_at, env_with_sinks, queue, s3_client,
+};
 use crate::fixtures::{gzip, sha256_hex};
-use crate::lambda_s3::{BUCKET, get, make_bucket, manifest, put, s3_event, sqs_event_from_bodies};
-
-fn env_at(endpoint: &str, cfg: Config) -> Arc<Env> {
-    Arc::new(env_with_clients(cfg, s3_client(endpoint)).unwrap())
-}
-
-/// The environment forwarding to every sink the configuration names, on moto's clients.
-fn env_with_sinks(moto: &Moto, cfg: Config) -> Arc<Env> {
-    let sinks = sinks_from_config(&cfg, moto.sns(), moto.sqs(), moto.eventbridge()).unwrap();
-    Arc::new(
-        env_with_clients(cfg, s3_client(&moto.endpoint))
-            .unwrap()
-            .with_sinks(sinks),
-    )
-}
-
-async fn versioned_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
-    make_bucket(s3, bucket).await;
-    s3.put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
+use crate::lambda_s3::{
+    BUCKET, get, make_bucket, manifest, put, s3_event, sqs_event_from_bodies, versioned_bucket,
+};
 
 /// Puts `body`; returns its version id (`None` in an unversioned bucket) and ETag.
 async fn put_object(s3: &aws_sdk_s3::Client, key: &str, body: Vec<u8>) -> (Option<String>, String) {
@@ -111,47 +86,6 @@ async fn raw_manifest(s3: &aws_sdk_s3::Client, key: &str) -> Option<Vec<u8>> {
         &format!("export-fetcher/manifests/{key}.manifest.json"),
     )
     .await
-}
-
-/// Every message in the queue (deleted), once two receives in a row come back empty.
-async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut empty = 0;
-    while empty < 2 {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let msgs = out.messages.unwrap_or_default();
-        if msgs.is_empty() {
-            empty += 1;
-        }
-        for m in msgs {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            all.push(serde_json::from_str(m.body().unwrap()).unwrap());
-        }
-    }
-    all
-}
-
-async fn queue(moto: &Moto, name: &str) -> String {
-    moto.sqs()
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap()
 }
 
 /// Runs `step` on a runtime of its own, from the proxy's thread, while the request that
@@ -357,7 +291,7 @@ async fn older_version_notification_after_newer_is_superseded_and_not_forwarded(
         before,
         "the newer manifest stands"
     );
-    let sent = drain(&moto.sqs(), &url).await;
+    let sent = drain_json(&moto.sqs(), &url).await;
     assert_eq!(
         sent.len(),
         1,
@@ -580,7 +514,7 @@ async fn environment_failure_is_reprocessed_on_redelivery() {
     );
 
     // Downstream heard of the failure, then of the complete manifest that replaced it.
-    let sent: Vec<Value> = drain(&moto.sqs(), &url)
+    let sent: Vec<Value> = drain_json(&moto.sqs(), &url)
         .await
         .into_iter()
         .filter(|m| m["source"]["key"] == key)

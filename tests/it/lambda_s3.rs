@@ -2,16 +2,18 @@
 //! the notifications that server itself emits.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, Event, NotificationConfiguration, QueueConfiguration,
+    VersioningConfiguration,
+};
 use export_fetcher::config::Config;
-use export_fetcher::handler::{self, env_with_clients};
+use export_fetcher::handler;
 use serde_json::{Value, json};
 
-use crate::aws::{ACCOUNT, CuttingProxy, Moto, REGION, s3_client};
+use crate::aws::{self, ACCOUNT, CuttingProxy, Moto, REGION, env_at, queue};
 use crate::fixtures::{self, DEFLATED, gzip, sha256_hex};
 use crate::support::{self, validate_manifest};
 
@@ -21,19 +23,26 @@ pub async fn make_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
     s3.create_bucket().bucket(bucket).send().await.unwrap();
 }
 
+/// Creates `bucket` with versioning enabled.
+pub async fn versioned_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
+    make_bucket(s3, bucket).await;
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Creates `bucket` with S3 → SQS notifications for every created object; returns the queue URL.
 pub async fn bucket_with_queue(moto: &Moto, bucket: &str, queue: &str) -> String {
     let s3 = moto.s3();
     make_bucket(&s3, bucket).await;
-    let url = moto
-        .sqs()
-        .create_queue()
-        .queue_name(queue)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = aws::queue(moto, queue).await;
     s3.put_bucket_notification_configuration()
         .bucket(bucket)
         .notification_configuration(
@@ -72,23 +81,7 @@ pub async fn receive(
             "only {} messages arrived",
             got.len()
         );
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in out.messages.unwrap_or_default() {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            got.push(m);
-        }
+        got.extend(aws::receive_batch(sqs, url).await);
     }
     got
 }
@@ -169,10 +162,6 @@ pub fn invoke(moto_endpoint: &str, event: &Value, extra_env: &[(&str, &str)]) ->
         )
     });
     (out.status.code().unwrap_or(-1), response)
-}
-
-fn env_for_tests(endpoint: &str, cfg: Config) -> Arc<export_fetcher::pipeline::Env> {
-    Arc::new(env_with_clients(cfg, s3_client(endpoint)).unwrap())
 }
 
 /// A direct S3 notification for one object, shaped like S3's (key form-URL-encoded).
@@ -567,7 +556,7 @@ async fn deadline_exhaustion_is_retryable_and_leaves_no_manifest() {
         gzip(&fixtures::users_jsonl(9, 2000).bytes),
     )
     .await;
-    let env = env_for_tests(&moto.endpoint, Config::default());
+    let env = env_at(&moto.endpoint, Config::default());
     let err = handler::handle(env, s3_event(BUCKET, key), Some(Instant::now()))
         .await
         .expect_err("past the deadline the invocation fails for a retry");
@@ -591,7 +580,7 @@ async fn concurrent_duplicates_produce_one_manifest() {
         gzip(&fixtures::users_jsonl(10, 500).bytes),
     )
     .await;
-    let env = env_for_tests(&moto.endpoint, Config::default());
+    let env = env_at(&moto.endpoint, Config::default());
     // moto sometimes answers 500 to concurrent PUTs of one key (real S3 does not); a duplicate
     // that hits it is retried, as SQS would redeliver it. Over all rounds: one `done`, the rest
     // `duplicate`, never a second manifest.
@@ -650,7 +639,7 @@ async fn dropped_connection_mid_object_resumes_from_the_last_byte() {
     assert!(body.len() > 1 << 20);
     put(&s3, BUCKET, key, body).await;
     let proxy = CuttingProxy::start(&moto.endpoint, 400 * 1024, 2);
-    let env = env_for_tests(&proxy.endpoint, Config::default());
+    let env = env_at(&proxy.endpoint, Config::default());
     let r = handler::handle(env, s3_event(BUCKET, key), None)
         .await
         .unwrap();
@@ -740,17 +729,6 @@ fn body_with<'a>(
     msgs.iter()
         .find(|m| m.body().unwrap_or("").contains(needle))
         .unwrap_or_else(|| panic!("no message mentions {needle}"))
-}
-
-async fn queue(moto: &Moto, name: &str) -> String {
-    moto.sqs()
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -916,7 +894,7 @@ async fn large_part_is_written_by_a_checksummed_multipart_upload() {
         users.extend_from_slice(&fixtures::users_jsonl(users.len() as u64, 2000).bytes);
     }
     put(&s3, BUCKET, key, gzip(&users)).await;
-    let env = env_for_tests(&moto.endpoint, Config::default());
+    let env = env_at(&moto.endpoint, Config::default());
     let r = handler::handle(env, s3_event(BUCKET, key), None)
         .await
         .unwrap();

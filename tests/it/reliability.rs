@@ -13,63 +13,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use export_fetcher::config::Config;
-use export_fetcher::handler::{self, env_with_clients, sinks_from_config};
-use export_fetcher::pipeline::Env;
+use export_fetcher::handler;
 use serde_json::{Value, json};
 
-use crate::aws::{CuttingProxy, FaultProxy, Moto, env_for, s3_client};
+use crate::aws::{CuttingProxy, FaultProxy, Moto, drain, env_at, env_for, env_with_sinks};
 use crate::fixtures::{self, DEFLATED, STORED, gzip, sha256_hex};
-use crate::lambda_s3::{BUCKET, get, make_bucket, manifest, put, s3_event, sqs_event_from_bodies};
+use crate::lambda_s3::{
+    BUCKET, get, make_bucket, manifest, put, s3_event, sqs_event_from_bodies, versioned_bucket,
+};
 use crate::sinks::Receiver;
 use crate::support::{self, index_bytes_out, walk_files};
 
 const SECRET: &str = "whsec-reliability-7d1c0e55";
-
-fn env_at(endpoint: &str, cfg: Config) -> Arc<Env> {
-    Arc::new(env_with_clients(cfg, s3_client(endpoint)).unwrap())
-}
-
-/// The environment with every sink the configuration names, on moto's clients.
-fn env_with_sinks(moto: &Moto, cfg: Config) -> Arc<Env> {
-    let sinks = sinks_from_config(&cfg, moto.sns(), moto.sqs(), moto.eventbridge()).unwrap();
-    Arc::new(
-        env_with_clients(cfg, s3_client(&moto.endpoint))
-            .unwrap()
-            .with_sinks(sinks),
-    )
-}
-
-/// Every message in a queue (deleting them), once two receives in a row come back empty.
-async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
-    let mut all = Vec::new();
-    let mut empty = 0;
-    while empty < 2 {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let msgs = out.messages.unwrap_or_default();
-        if msgs.is_empty() {
-            empty += 1;
-        }
-        for m in msgs {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            all.push(m);
-        }
-    }
-    all
-}
 
 /// A field of /proc/self/status, in KiB (`VmHWM` is the peak resident set, `VmRSS` the current).
 fn proc_status_kib(field: &str) -> u64 {
@@ -108,18 +64,8 @@ async fn duplicate_storm_writes_one_manifest_and_delivers_once_per_sink() {
     let moto = Moto::start();
     let s3 = moto.s3();
     make_bucket(&s3, BUCKET).await;
-    make_bucket(&s3, OUT).await;
     // A versioned output bucket keeps every write of the manifest: its versions count them.
-    s3.put_bucket_versioning()
-        .bucket(OUT)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    versioned_bucket(&s3, OUT).await;
     let key = "segment-export/storm/2024-05-01/0b6c1a6e-2f4c-4d7e-9f1a-3a5b7c9d1e2f-1714550400/114f0226319130e1a4770f2602b5639a.gz";
     let users = fixtures::users_jsonl(70, 300).bytes;
     put(&s3, BUCKET, key, gzip(&users)).await;

@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::aws::{ACCOUNT, Moto, REGION};
+use crate::aws::{ACCOUNT, Moto, REGION, drain};
 use crate::fixtures;
 use crate::lambda_s3::{BUCKET, invoke, make_bucket, manifest, put, s3_event};
 
@@ -222,32 +222,6 @@ pub async fn downstream(moto: &Moto, fifo: bool) -> Downstream {
         manifests,
         eb_out,
     }
-}
-
-async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
-    let mut all = Vec::new();
-    for _ in 0..3 {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        for m in out.messages.unwrap_or_default() {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            all.push(m);
-        }
-    }
-    all
 }
 
 fn sink_env<'a>(d: &'a Downstream, webhook: &'a str) -> Vec<(&'a str, &'a str)> {
