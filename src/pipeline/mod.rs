@@ -944,11 +944,18 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
     meta.version_id = info.version_id.clone();
     let handle = tokio::runtime::Handle::current();
     let source: Arc<dyn ObjectSource> = Arc::new(env.s3.source(&info, handle.clone()));
-    let writer: Arc<dyn PartWriter> = Arc::new(
-        env.s3
-            .writer(&out_bucket, handle)
-            .with_part_size(cfg.limits.part_size() as usize),
-    );
+    let mut writer = env
+        .s3
+        .writer(&out_bucket, handle)
+        .with_part_size(cfg.limits.part_size() as usize);
+    // Parts of a versioned source have keys of their own (`@<version id>`); those of an
+    // unversioned one share their key across overwrites, so they are written conditionally.
+    if info.version_id.is_none()
+        && let Some(etag) = &info.etag
+    {
+        writer = writer.with_source_tag(etag);
+    }
+    let writer: Arc<dyn PartWriter> = Arc::new(writer);
     let outcome = run(source, meta, cfg.clone(), Some(writer), deadline).await;
     if let Some(error) = outcome.retryable {
         return ObjectOutcome::Retry { error };

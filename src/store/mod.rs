@@ -80,6 +80,9 @@ pub struct ObjectInfo {
     /// The object's `export-fetcher-output` metadata: set on every output the fetcher writes
     /// (`part`, `manifest`, `delivery`), so that the loop guard knows an output wherever it lies.
     pub output: Option<String>,
+    /// On a part: its `export-fetcher-source` metadata, the source version (ETag) it was
+    /// written from (see `S3Writer::with_source_tag`).
+    pub source_tag: Option<String>,
 }
 
 /// A precondition on a write.

@@ -42,6 +42,8 @@ pub const PART_SIZE: usize = 8 << 20;
 /// (`x-amz-meta-export-fetcher-output: part | manifest | delivery`): the loop guard checks it, so
 /// an output is never processed as a Braze file, wherever it lies.
 pub const OUTPUT_METADATA: &str = "export-fetcher-output";
+/// The user metadata on a part naming the source version (ETag) it was written from.
+pub const SOURCE_METADATA: &str = "export-fetcher-source";
 
 /// What an output object is (the value of [`OUTPUT_METADATA`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +231,7 @@ impl S3Store {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: out.e_tag().map(|e| e.trim_matches('"').to_string()),
             output: out.metadata().and_then(|m| m.get(OUTPUT_METADATA)).cloned(),
+            source_tag: out.metadata().and_then(|m| m.get(SOURCE_METADATA)).cloned(),
         })
     }
 
@@ -254,6 +257,7 @@ impl S3Store {
             buffers: Arc::new(Mutex::new(Vec::new())),
             part_size: PART_SIZE,
             bound: Bound::current(),
+            source_tag: None,
         }
     }
 
@@ -322,6 +326,22 @@ impl S3Store {
         content_type: &str,
         condition: Condition,
     ) -> Result<Option<String>, StoreError> {
+        self.put_tagged(kind, bucket, key, body, content_type, condition, None)
+            .await
+    }
+
+    /// [`S3Store::put_output`], naming the source version a part was written from.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_tagged(
+        &self,
+        kind: OutputKind,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        condition: Condition,
+        source_tag: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         let timeouts = Bound::current().config(body.len() as u64, "PutObject")?;
         let mut req = self
             .client
@@ -329,7 +349,11 @@ impl S3Store {
             .bucket(bucket)
             .key(key)
             .content_type(content_type)
-            .metadata(OUTPUT_METADATA, kind.as_str())
+            .metadata(OUTPUT_METADATA, kind.as_str());
+        if let Some(tag) = source_tag {
+            req = req.metadata(SOURCE_METADATA, tag);
+        }
+        let mut req = req
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(body));
         req = match condition {
@@ -592,6 +616,10 @@ pub struct S3Writer {
     part_size: usize,
     /// The bound of every request, taken from the task that created the writer.
     bound: Bound,
+    /// The source version (ETag) parts are written from, for an unversioned source: parts are
+    /// then written only over what their key held when the upload started (see
+    /// [`S3Writer::with_source_tag`]).
+    source_tag: Option<String>,
 }
 
 impl PartWriter for S3Writer {
@@ -600,8 +628,18 @@ impl PartWriter for S3Writer {
     }
 
     fn create(&self, key: &str) -> io::Result<Box<dyn PartUpload + '_>> {
+        // What the key holds now, looked up while the part is decoded: the condition of its
+        // completion.
+        let prior = self.source_tag.as_ref().map(|_| {
+            let store = S3Store::new(self.client.clone(), self.sse.clone());
+            let (bucket, key) = (self.bucket.clone(), key.to_string());
+            self.handle.spawn(BOUND.scope(self.bound, async move {
+                prior_condition(&store, &bucket, &key).await
+            }))
+        });
         Ok(Box::new(S3Upload {
             writer: self,
+            prior,
             key: key.to_string(),
             buf: Vec::new(),
             upload: None,
@@ -633,6 +671,17 @@ impl S3Writer {
     /// that the largest output fits in S3's 10,000 parts (`Limits::part_size`).
     pub fn with_part_size(mut self, part_size: usize) -> S3Writer {
         self.part_size = part_size.max(PART_SIZE);
+        self
+    }
+
+    /// The same writer for parts of the unversioned source version `etag`. Every part is
+    /// written on the condition that its key still holds what it held when the part's upload
+    /// started (`If-Match`, or `If-None-Match: *`), and carries `export-fetcher-source: <etag>`.
+    /// A part that another run wrote meanwhile is kept when it comes from the same source
+    /// version (the same bytes); from another version, this upload fails retryably and leaves
+    /// that part alone: a late run of old bytes never overwrites the part of newer ones.
+    pub fn with_source_tag(mut self, etag: &str) -> S3Writer {
+        self.source_tag = Some(etag.to_string());
         self
     }
 
@@ -772,6 +821,8 @@ impl UploadId {
 
 struct S3Upload<'a> {
     writer: &'a S3Writer,
+    /// The condition the part is written on (with a source tag), looked up in the background.
+    prior: Option<JoinHandle<Result<Condition, StoreError>>>,
     key: String,
     buf: Vec<u8>,
     /// Set once the first part ships; taken by `finish` (or the abort).
@@ -779,6 +830,55 @@ struct S3Upload<'a> {
     next_part: i32,
     in_flight: Vec<JoinHandle<Result<CompletedPart, StoreError>>>,
     completed: Vec<CompletedPart>,
+}
+
+/// The condition on which a part of `key` may be written: over the object the key holds now,
+/// or where there is none.
+async fn prior_condition(
+    store: &S3Store,
+    bucket: &str,
+    key: &str,
+) -> Result<Condition, StoreError> {
+    match store.head(bucket, key, None).await {
+        Ok(info) => Ok(Condition::IfMatch(format!(
+            "\"{}\"",
+            info.etag.unwrap_or_default()
+        ))),
+        Err(StoreError::NotFound(_)) => Ok(Condition::IfNoneMatch),
+        Err(e) => Err(e),
+    }
+}
+
+/// The condition a part's completion waits for (`None` without a source tag).
+async fn await_prior(
+    prior: Option<JoinHandle<Result<Condition, StoreError>>>,
+) -> Result<Condition, StoreError> {
+    match prior {
+        None => Ok(Condition::None),
+        Some(task) => task
+            .await
+            .map_err(|e| StoreError::Transient(format!("part lookup stopped: {e}")))?,
+    }
+}
+
+/// After a conditional part write lost (`412`): the part another run wrote meanwhile stands. It
+/// holds the same bytes when it comes from the same source version (`Ok`); from another one
+/// this run is stale or lost a race, and fails retryably.
+async fn after_lost_part_race(
+    store: &S3Store,
+    bucket: &str,
+    key: &str,
+    tag: Option<&str>,
+) -> Result<(), StoreError> {
+    let theirs = store.head(bucket, key, None).await?;
+    if tag.is_some() && theirs.source_tag.as_deref() == tag {
+        return Ok(());
+    }
+    Err(StoreError::Transient(format!(
+        "part {key:?} was written meanwhile from another version of the source ({:?}): left \
+         as it is",
+        theirs.source_tag.as_deref().unwrap_or("unknown")
+    )))
 }
 
 /// The id of a new multipart upload of `key`, created in the background by the first part that
@@ -791,6 +891,9 @@ fn start_multipart(w: &S3Writer, key: &str) -> UploadId {
         .key(key)
         .metadata(OUTPUT_METADATA, OutputKind::Part.as_str())
         .checksum_algorithm(ChecksumAlgorithm::Crc32C);
+    if let Some(tag) = &w.source_tag {
+        req = req.metadata(SOURCE_METADATA, tag);
+    }
     req = match &w.sse {
         Sse::None => req,
         Sse::Aes256 => req.server_side_encryption(ServerSideEncryption::Aes256),
@@ -885,16 +988,28 @@ impl S3Upload<'_> {
             let permit = w.slot()?;
             let store = S3Store::new(client, w.sse.clone());
             let bound = w.bound;
+            let prior = self.prior.take();
+            let tag = w.source_tag.clone();
             let task = w.handle.spawn(async move {
-                let put = store.put_output(
-                    OutputKind::Part,
-                    &bucket,
-                    &key,
-                    body,
-                    "application/octet-stream",
-                    Condition::None,
-                );
-                let result = BOUND.scope(bound, put).await.map(|_| ());
+                let put = async {
+                    let condition = await_prior(prior).await?;
+                    let put = store.put_tagged(
+                        OutputKind::Part,
+                        &bucket,
+                        &key,
+                        body,
+                        "application/octet-stream",
+                        condition,
+                        tag.as_deref(),
+                    );
+                    match put.await {
+                        Err(StoreError::PreconditionFailed) => {
+                            after_lost_part_race(&store, &bucket, &key, tag.as_deref()).await
+                        }
+                        other => other.map(|_| ()),
+                    }
+                };
+                let result = BOUND.scope(bound, put).await;
                 drop(permit);
                 result
             });
@@ -909,8 +1024,12 @@ impl S3Upload<'_> {
         // From here on the task owns the upload: it completes it or aborts it.
         let upload = self.upload.take().expect("multipart started");
         let bound = w.bound;
+        let prior = self.prior.take();
+        let tag = w.source_tag.clone();
+        let store = S3Store::new(client.clone(), w.sse.clone());
         let task = w.handle.spawn(async move {
             let result = async {
+                let condition = await_prior(prior).await?;
                 for handle in in_flight {
                     let part = handle
                         .await
@@ -919,11 +1038,18 @@ impl S3Upload<'_> {
                 }
                 parts.sort_by_key(|p| p.part_number());
                 let upload_id = upload.get().await?;
+                let (if_match, if_none_match) = match condition {
+                    Condition::None => (None, None),
+                    Condition::IfNoneMatch => (None, Some("*".to_string())),
+                    Condition::IfMatch(etag) => (Some(etag), None),
+                };
                 client
                     .complete_multipart_upload()
                     .bucket(&bucket)
                     .key(&key)
                     .upload_id(upload_id)
+                    .set_if_match(if_match)
+                    .set_if_none_match(if_none_match)
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))
@@ -950,13 +1076,21 @@ impl S3Upload<'_> {
                     }
                 }
             }
-            result.map(|_| ())
+            match result {
+                Err(StoreError::PreconditionFailed) => {
+                    after_lost_part_race(&store, &bucket, &key, tag.as_deref()).await
+                }
+                other => other.map(|_| ()),
+            }
         });
         Ok(pending(w.handle.clone(), task))
     }
 
     fn abort_inner(&mut self) {
         let w = self.writer;
+        if let Some(prior) = self.prior.take() {
+            prior.abort();
+        }
         // The id first (a creation under way finishes), so that the upload can be aborted.
         let upload_id = self
             .upload

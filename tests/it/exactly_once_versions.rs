@@ -522,3 +522,83 @@ async fn environment_failure_is_reprocessed_on_redelivery() {
     let statuses: Vec<&str> = sent.iter().map(|m| m["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["failed", "complete"], "{sent:?}");
 }
+
+/// Writes `body` to `key` as a part from source version `tag`: the upload starts (and looks up
+/// the key) at once; it is finished after `before_finish` has run.
+fn write_part(
+    store: &export_fetcher::store::s3::S3Store,
+    tag: &str,
+    key: &str,
+    body: &[u8],
+    before_finish: impl FnOnce(),
+) -> std::io::Result<()> {
+    use export_fetcher::store::PartWriter;
+    use std::io::Write;
+    let writer = store
+        .writer(BUCKET, tokio::runtime::Handle::current())
+        .with_source_tag(tag);
+    let mut upload = writer.create(key)?;
+    upload.write_all(body)?;
+    // Let the lookup of the key's state finish before anything else happens.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    before_finish();
+    upload.finish()?.wait()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unversioned_late_part_of_an_older_run_never_overwrites_the_newer_part() {
+    let moto = Moto::start();
+    let s3 = s3_client(&moto.endpoint);
+    make_bucket(&s3, BUCKET).await;
+    let store =
+        export_fetcher::store::s3::S3Store::new(s3.clone(), export_fetcher::config::Sse::None);
+    let key = "export-fetcher/parts/exports/a.jsonl.gz/a.jsonl";
+    let (s, k) = (store.clone(), key.to_string());
+    let results = tokio::task::spawn_blocking(move || {
+        // The run of the old bytes starts its part; the run of the new bytes writes the same
+        // part key (and would write its manifest) before the old run finishes.
+        let mut newer = None;
+        let older = write_part(&s, "etag-old", &k, b"{\"old\":1}\n", || {
+            newer = Some(write_part(&s, "etag-new", &k, b"{\"new\":1}\n", || {}));
+        });
+        // A concurrent run of the same new bytes: it loses the race to an identical part, and
+        // that is no failure.
+        let k2 = format!("{k}.twin");
+        let twin = write_part(&s, "etag-new", &k2, b"{\"new\":1}\n", || {
+            write_part(&s, "etag-new", &k2, b"{\"new\":1}\n", || {}).unwrap();
+        });
+        (older, newer.unwrap(), twin)
+    })
+    .await
+    .unwrap();
+    let (older, newer, twin) = results;
+    newer.expect("the newer run writes its part");
+    let err = older.expect_err("the older run's late part must not land");
+    assert!(
+        err.to_string().contains("another version of the source"),
+        "{err}"
+    );
+    twin.expect("a twin of the same version is no failure");
+    assert_eq!(
+        get(&s3, BUCKET, &format!("{key}.twin")).await.unwrap(),
+        b"{\"new\":1}\n"
+    );
+    assert_eq!(
+        get(&s3, BUCKET, key).await.unwrap(),
+        b"{\"new\":1}\n",
+        "the part holds the newer bytes"
+    );
+    let head = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("export-fetcher-source"))
+            .map(String::as_str),
+        Some("etag-new")
+    );
+}
