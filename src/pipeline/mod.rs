@@ -203,11 +203,13 @@ pub fn index_object(
                         }
                     }
                 }
-                if ctx.cause.is_some() {
-                } else if manifest.compression == Compression::Zip {
-                    process_zip(&mut ctx, source, &mut manifest);
-                } else {
-                    process_stream(&mut ctx, source, &mut manifest);
+                // Unless reading the tail failed already.
+                if ctx.cause.is_none() {
+                    if manifest.compression == Compression::Zip {
+                        process_zip(&mut ctx, source, &mut manifest);
+                    } else {
+                        process_stream(&mut ctx, source, &mut manifest);
+                    }
                 }
             }
         }

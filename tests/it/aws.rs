@@ -519,3 +519,17 @@ fn copy_chunked(r: &mut BufReader<TcpStream>, w: &mut impl Write) -> std::io::Re
         std::io::copy(&mut (&mut *r).take(size + 2), w)?;
     }
 }
+
+/// The multipart uploads still open in `bucket`, as "key upload-id" lines.
+pub async fn open_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let out = s3
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    out.uploads()
+        .iter()
+        .map(|u| format!("{:?} {:?}", u.key(), u.upload_id()))
+        .collect()
+}

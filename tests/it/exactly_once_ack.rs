@@ -266,16 +266,10 @@ fn panic_in_the_hash_write_stage_fails_the_part_retryably_and_writes_no_manifest
             Vec::<String>::new(),
             "no part output is visible"
         );
-        let uploads = s3
-            .list_multipart_uploads()
-            .bucket(BUCKET)
-            .send()
-            .await
-            .unwrap();
+        let uploads = crate::aws::open_uploads(&s3, BUCKET).await;
         assert!(
-            uploads.uploads().is_empty(),
-            "the part's upload was aborted: {:?}",
-            uploads.uploads()
+            uploads.is_empty(),
+            "the part's upload was aborted: {uploads:?}"
         );
 
         // The retry, once the fault is gone, is complete and byte-exact.

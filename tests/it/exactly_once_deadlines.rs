@@ -21,7 +21,8 @@ use export_fetcher::store::s3::{LONGEST_WAIT, OUTPUT_METADATA};
 use serde_json::{Value, json};
 
 use crate::aws::{
-    Moto, REGION, drain, env_at, queue, read_request_head, s3_client, serve_proxy, stop_proxy,
+    Moto, REGION, drain, env_at, open_uploads, queue, read_request_head, s3_client, serve_proxy,
+    stop_proxy,
 };
 use crate::fixtures::{gzip, sha256_hex};
 use crate::lambda_s3::{BUCKET, get, make_bucket, manifest, put, s3_event};
@@ -161,19 +162,6 @@ fn small_jsonl() -> Vec<u8> {
         .map(|i| format!("{{\"external_id\":\"u{i}\"}}\n"))
         .collect::<String>()
         .into_bytes()
-}
-
-async fn open_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
-    let out = s3
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap();
-    out.uploads()
-        .iter()
-        .map(|u| format!("{:?} {:?}", u.key(), u.upload_id()))
-        .collect()
 }
 
 async fn output_marker(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {

@@ -377,16 +377,10 @@ async fn failing_multipart_step_is_retried(key: &str, rule: crate::aws::FaultRul
         get(&s3, BUCKET, &part_key).await.is_none(),
         "no part object is visible after a failed upload"
     );
-    let uploads = s3
-        .list_multipart_uploads()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
+    let uploads = crate::aws::open_uploads(&s3, BUCKET).await;
     assert!(
-        uploads.uploads().is_empty(),
-        "the multipart upload was aborted: {:?}",
-        uploads.uploads()
+        uploads.is_empty(),
+        "the multipart upload was aborted: {uploads:?}"
     );
 
     proxy.armed.store(false, Ordering::SeqCst);
