@@ -19,9 +19,13 @@
 //! - [`pipeline`]: one object from fetch to manifest; the failure policy lives there, once.
 //! - [`handler`]: Lambda event → pipeline runs → response (batch item failures).
 //! - [`demo`]: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler.
+//! - [`backfill`]: `export-fetcher backfill`: objects already in a bucket, through S3 Batch
+//!   Operations or on this machine.
 //! - [`braze_policy`]: the IAM policies Braze documents for a connected bucket.
-//! - [`cli`]: the `export-fetcher` command line (`index`, `invoke`, `demo`, `braze-policy`).
+//! - [`cli`]: the `export-fetcher` command line (`index`, `invoke`, `demo`, `backfill`,
+//!   `braze-policy`).
 
+pub mod backfill;
 pub mod braze_policy;
 pub mod cli;
 pub mod config;
