@@ -106,6 +106,12 @@ pub async fn plan(
         Origin::Listing(url) => (url.bucket.clone(), None),
         Origin::Inventory { manifest, within } => {
             let (report, cols) = inventory::open(store, manifest).await?;
+            if scope.since.is_some() && cols.last_modified.is_none() {
+                return Err(BackfillError::Usage(format!(
+                    "--since: the inventory at {manifest} has no LastModifiedDate field (add it to \
+                     the inventory's optional fields, or leave out --since)"
+                )));
+            }
             if let Some(within) = within
                 && within.bucket != report.source_bucket
             {
