@@ -112,6 +112,45 @@ pub async fn process_event(
     ev: &ObjectEvent,
     deadline: Option<Instant>,
 ) -> ObjectOutcome {
+    process_task(env, ev, deadline, &Job::default()).await
+}
+
+/// [`process_event`] for a task of a job (S3 Batch Operations, `backfill --local`), which may
+/// ask to `reprocess`.
+pub async fn process_event_with(
+    env: &Env,
+    ev: &ObjectEvent,
+    deadline: Option<Instant>,
+    reprocess: bool,
+) -> ObjectOutcome {
+    let job = Job {
+        id: None,
+        reprocess,
+    };
+    process_task(env, ev, deadline, &job).await
+}
+
+/// What a job asks of each of its tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Job {
+    /// The job's id, recorded in the manifests its tasks write (`source.batch_job_id`).
+    pub id: Option<String>,
+    /// Index again an object version that already has its manifest: the new manifest replaces
+    /// the old one with `generation` one higher and is forwarded again, once (its idempotency
+    /// key names the generation). A job reprocesses each version at most once: a task of the
+    /// same job that finds the manifest its job wrote (a redriven task, a key listed twice)
+    /// is a duplicate. A concurrent reprocess of the same version loses the conditional
+    /// manifest write and leaves the winner's generation standing.
+    pub reprocess: bool,
+}
+
+/// [`process_event`] for one task of `job`.
+pub async fn process_task(
+    env: &Env,
+    ev: &ObjectEvent,
+    deadline: Option<Instant>,
+    job: &Job,
+) -> ObjectOutcome {
     let out_bucket = env.output_bucket(&ev.bucket);
     if out_bucket == ev.bucket && ev.key.starts_with(&env.cfg.output_prefix) {
         return ObjectOutcome::Skipped {
@@ -121,7 +160,7 @@ pub async fn process_event(
             ),
         };
     }
-    s3::within_deadline(deadline, process_object(env, ev, deadline)).await
+    s3::within_deadline(deadline, process_object(env, ev, deadline, job)).await
 }
 
 /// The loop guard's second look, at the object itself: an output written by the fetcher
@@ -137,7 +176,12 @@ fn output_marker_guard(info: &ObjectInfo) -> Option<ObjectOutcome> {
 }
 
 /// [`process_event`] past the key-based loop guard.
-async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) -> ObjectOutcome {
+async fn process_object(
+    env: &Env,
+    ev: &ObjectEvent,
+    deadline: Option<Instant>,
+    job: &Job,
+) -> ObjectOutcome {
     let cfg = &env.cfg;
     let out_bucket = env.output_bucket(&ev.bucket).to_string();
     if let Err(reason) = env.filter.check(&ev.key) {
@@ -167,6 +211,7 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
         sequencer: ev.sequencer.clone(),
         event_time: ev.event_time.clone(),
         event_name: Some(ev.event_name.clone()),
+        batch_job_id: job.id.clone(),
     };
     if let Some(m) = existing_manifest
         .as_ref()
@@ -202,10 +247,15 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
     if let Some(skipped) = output_marker_guard(&info) {
         return skipped;
     }
+    let mut generation = 1;
     if let Some(m) = &existing_manifest
         && already_done(m, &info)
     {
-        return forward_again(env, &out_bucket, m, deadline).await;
+        let written_by_this_job = job.id.is_some() && m.source.batch_job_id == job.id;
+        if !job.reprocess || written_by_this_job {
+            return forward_again(env, &out_bucket, m, deadline).await;
+        }
+        generation = m.generation.max(1) + 1;
     }
     meta.size = info.size;
     meta.etag = info.etag.clone();
@@ -228,7 +278,9 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
     if let Some(error) = outcome.retryable {
         return ObjectOutcome::Retry { error };
     }
-    write_manifest(env, &out_bucket, outcome.manifest, existing_etag, deadline).await
+    let mut manifest = outcome.manifest;
+    manifest.generation = generation;
+    write_manifest(env, &out_bucket, manifest, existing_etag, deadline).await
 }
 
 /// The notification's object does not exist (any more): Braze removes exports after some hours.
