@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::detect::kind_from_key;
 use crate::manifest::{Failure, FailureCause, Manifest, ObjectError, Source, Status, manifest_key};
-use crate::store::s3::{self};
+use crate::store::s3::{self, Fetched};
 use crate::store::{Condition, ObjectInfo, ObjectSource, PartWriter, StoreError};
 use crate::trigger::ObjectEvent;
 
@@ -79,27 +79,41 @@ fn superseded(reason: String) -> ObjectOutcome {
 /// late; the newer version's is processed or on its way). When the key has no current version
 /// (a delete marker), the named version itself is read. An unversioned notification whose ETag
 /// is no longer the key's was overwritten since: superseded too.
+///
+/// With `fetch`, the key is read with a ranged GET instead of a HEAD ([`S3Store::get_current`]):
+/// the same answer, and a small object's whole body with it, so that new work costs one request
+/// less. A likely duplicate (a manifest exists) is asked with a HEAD, which transfers nothing.
 async fn current_object(
     env: &Env,
     ev: &ObjectEvent,
-) -> Result<Result<ObjectInfo, String>, StoreError> {
-    let current = env.s3.head(&ev.bucket, &ev.key, None).await;
+    fetch: bool,
+) -> Result<Result<Fetched, String>, StoreError> {
+    let current = if fetch {
+        env.s3.get_current(&ev.bucket, &ev.key).await
+    } else {
+        env.s3
+            .head(&ev.bucket, &ev.key, None)
+            .await
+            .map(|info| Fetched { info, body: None })
+    };
     match (&ev.version_id, current) {
-        (Some(v), Ok(info)) if info.version_id.as_deref() == Some(v.as_str()) => Ok(Ok(info)),
-        (Some(v), Ok(info)) => Ok(Err(format!(
+        (Some(v), Ok(f)) if f.info.version_id.as_deref() == Some(v.as_str()) => Ok(Ok(f)),
+        (Some(v), Ok(Fetched { info, .. })) => Ok(Err(format!(
             "version {v:?} is no longer the current one ({:?} is)",
             info.version_id.as_deref().unwrap_or("null")
         ))),
-        (Some(v), Err(StoreError::NotFound(_))) => {
-            env.s3.head(&ev.bucket, &ev.key, Some(v)).await.map(Ok)
-        }
-        (None, Ok(info)) => match (&ev.etag, &info.etag) {
-            (Some(theirs), Some(now)) if theirs != now && info.version_id.is_none() => {
+        (Some(v), Err(StoreError::NotFound(_))) => env
+            .s3
+            .head(&ev.bucket, &ev.key, Some(v))
+            .await
+            .map(|info| Ok(Fetched { info, body: None })),
+        (None, Ok(f)) => match (&ev.etag, &f.info.etag) {
+            (Some(theirs), Some(now)) if theirs != now && f.info.version_id.is_none() => {
                 Ok(Err(format!(
                     "the object was overwritten since this notification (ETag {theirs:?}, now {now:?})"
                 )))
             }
-            _ => Ok(Ok(info)),
+            _ => Ok(Ok(f)),
         },
         (_, Err(e)) => Err(e),
     }
@@ -223,8 +237,8 @@ async fn process_object(
             meta.sequencer.as_deref().unwrap_or("")
         ));
     }
-    let info = match current_object(env, ev).await {
-        Ok(Ok(info)) => info,
+    let (info, body) = match current_object(env, ev, existing_manifest.is_none()).await {
+        Ok(Ok(Fetched { info, body })) => (info, body),
         Ok(Err(reason)) => return superseded(reason),
         Err(StoreError::NotFound(message)) => {
             return object_missing(
@@ -261,7 +275,8 @@ async fn process_object(
     meta.etag = info.etag.clone();
     meta.version_id = info.version_id.clone();
     let handle = tokio::runtime::Handle::current();
-    let source: Arc<dyn ObjectSource> = Arc::new(env.s3.source(&info, handle.clone()));
+    let source: Arc<dyn ObjectSource> =
+        Arc::new(env.s3.source(&info, handle.clone()).with_body(body));
     let mut writer = env
         .s3
         .writer(&out_bucket, handle)
@@ -317,6 +332,7 @@ async fn object_missing(
         message,
         part: None,
     });
+    let fresh = existing_etag.is_none();
     let condition = match existing_etag {
         Some(etag) => Condition::IfMatch(etag),
         None => Condition::IfNoneMatch,
@@ -333,7 +349,7 @@ async fn object_missing(
         )
         .await;
     match written {
-        Ok(()) => match forward(env, out_bucket, &manifest, deadline).await {
+        Ok(()) => match forward(env, out_bucket, &manifest, deadline, fresh).await {
             Ok(deliveries) => ObjectOutcome::Done {
                 manifest: Box::new(manifest),
                 deliveries,
@@ -401,6 +417,7 @@ async fn write_manifest(
         None => Condition::IfNoneMatch,
     };
     for _ in 0..MANIFEST_ATTEMPTS {
+        let fresh = condition == Condition::IfNoneMatch;
         let written = env
             .s3
             .put_small(
@@ -413,7 +430,7 @@ async fn write_manifest(
             .await;
         match written {
             Ok(()) => {
-                return match forward(env, out_bucket, &manifest, deadline).await {
+                return match forward(env, out_bucket, &manifest, deadline, fresh).await {
                     Ok(deliveries) => ObjectOutcome::Done {
                         manifest: Box::new(manifest),
                         deliveries,
@@ -479,7 +496,7 @@ async fn forward_again(
     manifest: &Manifest,
     deadline: Option<Instant>,
 ) -> ObjectOutcome {
-    match forward(env, out_bucket, manifest, deadline).await {
+    match forward(env, out_bucket, manifest, deadline, false).await {
         Ok(deliveries) => ObjectOutcome::Duplicate {
             manifest_key: manifest.manifest_key.clone(),
             deliveries,

@@ -92,11 +92,14 @@ fn unix_now() -> u64 {
 
 /// Sends the manifest to every configured sink that has not accepted it for this object version.
 /// `Err` when a sink failed (the object is retried; the next attempt sends only to that sink).
+/// `fresh`: the manifest was just written where none was, so its delivery records are most
+/// likely absent and are claimed without being read first (one request less per sink).
 pub(super) async fn forward(
     env: &Env,
     out_bucket: &str,
     manifest: &Manifest,
     deadline: Option<Instant>,
+    fresh: bool,
 ) -> Result<Vec<Delivery>, String> {
     let names = env.sinks.names();
     if names.is_empty() {
@@ -108,7 +111,8 @@ pub(super) async fn forward(
     for name in names {
         let key = delivery_key(&env.cfg.output_prefix, &manifest.source.key, name);
         let stamp = manifest_stamp(manifest);
-        let delivery = deliver_once(env, out_bucket, &key, name, &msg, &stamp, started).await;
+        let delivery =
+            deliver_once(env, out_bucket, &key, name, &msg, &stamp, started, fresh).await;
         match &delivery.error {
             None => {
                 info!(sink = name, outcome = delivery.outcome, latency_ms = ?delivery.latency_ms, "manifest forwarded")
@@ -141,6 +145,7 @@ async fn deliver_once(
     msg: &sink::Outgoing,
     stamp: &str,
     started: Instant,
+    fresh: bool,
 ) -> Delivery {
     let deadline = msg.deadline;
     let record = |state: &str, expires: Option<u64>| {
@@ -166,55 +171,68 @@ async fn deliver_once(
             "the invocation deadline is near: not sent, so that the retry sends it".into(),
         );
     }
-    // Claim the delivery, so that concurrent duplicates never send twice.
-    let condition = match env.s3.get_small(out_bucket, key).await {
-        Err(e) => return fail("failed", e.to_string()),
-        Ok(None) => Condition::IfNoneMatch,
-        Ok(Some((body, etag))) => {
-            let existing = serde_json::from_slice::<DeliveryRecord>(&body).ok();
-            match existing {
-                Some(r)
-                    if r.idempotency_key == msg.idempotency_key
-                        && r.state == "delivered"
-                        && r.manifest.as_deref().is_none_or(|m| m == stamp) =>
-                {
-                    return Delivery {
-                        sink: name,
-                        outcome: "already_delivered",
-                        error: None,
-                        latency_ms: None,
-                    };
+    // Claim the delivery, so that concurrent duplicates never send twice. A manifest written
+    // where none was is claimed blind (`If-None-Match: *`): its record cannot exist yet unless
+    // a concurrent duplicate made it, and then the record is read as below. Any other manifest
+    // reads the record first.
+    let mut blind = fresh;
+    let claim_etag = loop {
+        let condition = if blind {
+            Condition::IfNoneMatch
+        } else {
+            match env.s3.get_small(out_bucket, key).await {
+                Err(e) => return fail("failed", e.to_string()),
+                Ok(None) => Condition::IfNoneMatch,
+                Ok(Some((body, etag))) => {
+                    let existing = serde_json::from_slice::<DeliveryRecord>(&body).ok();
+                    match existing {
+                        Some(r)
+                            if r.idempotency_key == msg.idempotency_key
+                                && r.state == "delivered"
+                                && r.manifest.as_deref().is_none_or(|m| m == stamp) =>
+                        {
+                            return Delivery {
+                                sink: name,
+                                outcome: "already_delivered",
+                                error: None,
+                                latency_ms: None,
+                            };
+                        }
+                        Some(r)
+                            if r.idempotency_key == msg.idempotency_key && r.is_live_claim() =>
+                        {
+                            return fail(
+                                "in_progress",
+                                "another invocation is delivering this manifest".into(),
+                            );
+                        }
+                        _ => Condition::IfMatch(etag),
+                    }
                 }
-                Some(r) if r.idempotency_key == msg.idempotency_key && r.is_live_claim() => {
-                    return fail(
-                        "in_progress",
-                        "another invocation is delivering this manifest".into(),
-                    );
-                }
-                _ => Condition::IfMatch(etag),
             }
+        };
+        let claim = env
+            .s3
+            .put_output(
+                OutputKind::Delivery,
+                out_bucket,
+                key,
+                record("sending", Some(claim_expiry(deadline))),
+                "application/json",
+                condition,
+            )
+            .await;
+        match claim {
+            Ok(etag) => break etag,
+            Err(StoreError::PreconditionFailed) if blind => blind = false,
+            Err(StoreError::PreconditionFailed) => {
+                return fail(
+                    "in_progress",
+                    "another invocation is delivering this manifest".into(),
+                );
+            }
+            Err(e) => return fail("failed", e.to_string()),
         }
-    };
-    let claim = env
-        .s3
-        .put_output(
-            OutputKind::Delivery,
-            out_bucket,
-            key,
-            record("sending", Some(claim_expiry(deadline))),
-            "application/json",
-            condition,
-        )
-        .await;
-    let claim_etag = match claim {
-        Ok(etag) => etag,
-        Err(StoreError::PreconditionFailed) => {
-            return fail(
-                "in_progress",
-                "another invocation is delivering this manifest".into(),
-            );
-        }
-        Err(e) => return fail("failed", e.to_string()),
     };
     let send = env.sinks.send(name, msg);
     let sent = match deadline {

@@ -278,13 +278,17 @@ async fn reprocess_writes_one_generation_higher_and_forwards_each_generation_onc
     }
 }
 
-/// Every task Succeeded, or TemporaryFailure only because a concurrent task of the same
-/// invocation held the delivery claim at that moment; such a task is redriven (as Batch
-/// Operations does) and then Succeeded.
+/// Every task Succeeded, or TemporaryFailure because a concurrent task of the same invocation
+/// held the delivery claim at that moment (or moto answered 500 to a concurrent PUT of the
+/// same key, one of its quirks); such a task is redriven (as Batch Operations does) and then
+/// Succeeded.
 async fn settled(env: &Arc<Env>, response: &Value, keys: &[&str], reprocess: bool, job: &str) {
     for (code, text) in codes(response) {
         if code == "TemporaryFailure" {
-            assert!(text.contains("another invocation is delivering"), "{text}");
+            assert!(
+                text.contains("another invocation is delivering") || text.contains("HTTP 500"),
+                "{text}"
+            );
             let redriven = invoke(env, invocation_2(&keys[..1], reprocess, job)).await;
             assert_eq!(codes(&redriven)[0].0, "Succeeded", "{redriven}");
         } else {

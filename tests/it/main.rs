@@ -13,6 +13,7 @@ mod hostile_zip;
 mod index_cli;
 mod lambda_s3;
 mod reliability;
+mod requests;
 mod runtime_api;
 mod sinks;
 mod support;
