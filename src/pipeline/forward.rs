@@ -109,10 +109,12 @@ pub(super) async fn forward(
     let msg = sink::outgoing(manifest, out_bucket, deadline);
     let mut deliveries = Vec::new();
     for name in names {
-        let key = delivery_key(&env.cfg.output_prefix, &manifest.source.key, name);
-        let stamp = manifest_stamp(manifest);
-        let delivery =
-            deliver_once(env, out_bucket, &key, name, &msg, &stamp, started, fresh).await;
+        let record = Record {
+            key: delivery_key(&env.cfg.output_prefix, &manifest.source.key, name),
+            stamp: manifest_stamp(manifest),
+            fresh,
+        };
+        let delivery = deliver_once(env, out_bucket, &record, name, &msg, started).await;
         match &delivery.error {
             None => {
                 info!(sink = name, outcome = delivery.outcome, latency_ms = ?delivery.latency_ms, "manifest forwarded")
@@ -134,19 +136,33 @@ pub(super) async fn forward(
     }
 }
 
+/// Where one sink's delivery of one manifest is recorded.
+struct Record {
+    /// The delivery record's key ([`delivery_key`]).
+    key: String,
+    /// Which manifest of the version is delivered ([`manifest_stamp`]).
+    stamp: String,
+    /// The manifest was just written where none was: the record is claimed without being read.
+    fresh: bool,
+}
+
 /// Sends `msg` to one sink at most once per object version, through the delivery record at
-/// `key`. The claim holds until the deadline (recorded in it); the send is cut at the deadline,
-/// and a send that fails or is cut releases the claim (`failed`), so that the retry sends it.
+/// `record.key`. The claim holds until the deadline (recorded in it); the send is cut at the
+/// deadline, and a send that fails or is cut releases the claim (`failed`), so that the retry
+/// sends it.
 async fn deliver_once(
     env: &Env,
     out_bucket: &str,
-    key: &str,
+    record_at: &Record,
     name: &'static str,
     msg: &sink::Outgoing,
-    stamp: &str,
     started: Instant,
-    fresh: bool,
 ) -> Delivery {
+    let (key, stamp, fresh) = (
+        record_at.key.as_str(),
+        record_at.stamp.as_str(),
+        record_at.fresh,
+    );
     let deadline = msg.deadline;
     let record = |state: &str, expires: Option<u64>| {
         serde_json::to_vec(&DeliveryRecord {
