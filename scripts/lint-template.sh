@@ -76,6 +76,12 @@ check(all("backfill/*" in j(st["Resource"]) for st in stmts if "s3:" in j(st["Ac
       "the backfill role reaches S3 under <OUTPUT_PREFIX>backfill/ only")
 check(any(j(o.get("Value")) == j({"Fn::GetAtt": ["BatchOperationsRole", "Arn"]}) for o in t["Outputs"].values()),
       "the backfill role's ARN is an output")
+import re
+body = R["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+try:
+    json.loads(re.sub(r"\$\{[^}]+\}", "1", body))
+except ValueError as e:
+    bad.append(f"the dashboard body is not JSON once substituted: {e}")
 for what in bad:
     print(f"template guarantee broken: {what}", file=sys.stderr)
 sys.exit(1 if bad else 0)

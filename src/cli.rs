@@ -216,6 +216,7 @@ pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
 /// Serves the Lambda Runtime API until the runtime stops.
 pub async fn serve_lambda(cfg: Config) -> Result<(), lambda_runtime::Error> {
     let env = Arc::new(handler::build_env(cfg).await?);
+    crate::metrics::enable();
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let env = env.clone();

@@ -196,6 +196,11 @@ async fn run_message(env: Arc<Env>, message: Message, deadline: Option<Instant>)
                         let outcome = process_event(&env, &ev, deadline)
                             .instrument(span.clone())
                             .await;
+                        crate::metrics::record_object(
+                            &outcome,
+                            ev.event_time.as_deref(),
+                            started.elapsed(),
+                        );
                         span.in_scope(|| match &outcome {
                             ObjectOutcome::Retry { error } => {
                                 warn!(error = %error, duration_ms = started.elapsed().as_millis() as u64, "object will be retried")
@@ -450,6 +455,7 @@ async fn handle_batch(
                 panic_failpoint("handler::message_task", &ev.key);
                 let started = Instant::now();
                 let outcome = process_task(&env, &ev, deadline, &job).await;
+                crate::metrics::record_object(&outcome, None, started.elapsed());
                 let (code, text) = batch_result(&outcome);
                 info!(
                     outcome = outcome.label(),

@@ -17,7 +17,9 @@
 //! - [`trigger`]: every Lambda envelope → object events (S3, SQS, SNS, EventBridge, key decoding).
 //! - [`sink`]: one module per downstream (SNS, SQS, EventBridge, webhook); they only send.
 //! - [`pipeline`]: one object from fetch to manifest; the failure policy lives there, once.
-//! - [`handler`]: Lambda event → pipeline runs → response (batch item failures).
+//! - [`handler`]: Lambda event → pipeline runs → response (batch item failures, Batch
+//!   Operations result codes).
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines, one per object, in the Lambda only.
 //! - [`demo`]: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler.
 //! - [`braze_policy`]: the IAM policies Braze documents for a connected bucket.
 //! - [`cli`]: the `export-fetcher` command line (`index`, `invoke`, `demo`, `braze-policy`).
@@ -31,6 +33,7 @@ pub mod detect;
 pub mod handler;
 pub mod index;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod sink;
 pub mod store;
