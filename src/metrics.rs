@@ -57,7 +57,7 @@ fn now_millis() -> u64 {
 fn lag_seconds(event_time: &str, now_ms: u64) -> Option<f64> {
     let t = time::OffsetDateTime::parse(event_time, &time::format_description::well_known::Rfc3339)
         .ok()?;
-    let then_ms = (t.unix_timestamp_nanos() / 1_000_000) as i128;
+    let then_ms = t.unix_timestamp_nanos() / 1_000_000;
     let lag = now_ms as i128 - then_ms;
     (lag >= 0).then(|| lag as f64 / 1000.0)
 }
