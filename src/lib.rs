@@ -18,7 +18,8 @@
 //! - [`sink`]: one module per downstream (SNS, SQS, EventBridge, webhook); they only send.
 //! - [`pipeline`]: one object from fetch to manifest; the failure policy lives there, once.
 //! - [`handler`]: Lambda event → pipeline runs → response (batch item failures).
-//! - [`demo`]: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler.
+//! - `demo`: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler
+//!   (the `demo` feature: on for the command line, off in the Lambda build).
 //! - [`braze_policy`]: the IAM policies Braze documents for a connected bucket.
 //! - [`cli`]: the `export-fetcher` command line (`index`, `invoke`, `demo`, `braze-policy`).
 
@@ -26,6 +27,7 @@ pub mod braze_policy;
 pub mod cli;
 pub mod config;
 pub mod decode;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod detect;
 pub mod handler;
