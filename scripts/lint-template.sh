@@ -59,6 +59,9 @@ alarm = R["DeadLetterQueueAlarm"]["Properties"]
 check(alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
       and alarm["TreatMissingData"] in ("ignore", "breaching"),
       "the DLQ alarm counts waiting messages and does not fall back to OK on missing data")
+check(j(fn["Architectures"]) == j([{"Ref": "Architecture"}]) and P["Architecture"]["Default"] == "arm64"
+      and sorted(P["Architecture"]["AllowedValues"]) == ["arm64", "x86_64"],
+      "the function's architecture is the Architecture parameter: arm64 by default, x86_64 allowed")
 out = fn["Environment"]["Variables"]["OUTPUT_BUCKET"]["Fn::If"]
 check(out[0] == "OutputToSource" and j(out[2]["Fn::If"][1:]) == j([{"Ref": "OutputBucketName"}, {"Ref": "OutputBucket"}])
       and P["OutputToSourceBucket"]["Default"] == "false" and P["OutputBucketName"]["Default"] == "",

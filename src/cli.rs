@@ -48,23 +48,6 @@ pub enum Command {
     /// The main job end to end with no AWS account: an embedded S3 server on loopback, sample Braze
     /// exports, their notifications through the real handler, a summary.
     Demo,
-    /// Serve a folder as a local S3 endpoint (s3s-fs, the demo's server) until stopped, after
-    /// uploading the given files; prints `ready <endpoint>` and serves until the process is
-    /// stopped. For benchmarks and local trials; requests are signed with AWS_ACCESS_KEY_ID /
-    /// AWS_SECRET_ACCESS_KEY.
-    #[command(hide = true)]
-    S3Server {
-        /// The folder that holds the buckets.
-        #[arg(long)]
-        root: PathBuf,
-        /// Upload FILE as BUCKET/KEY first (the bucket is created); repeatable.
-        #[arg(long = "put", value_name = "BUCKET/KEY=FILE")]
-        puts: Vec<String>,
-        /// Serve with the lean plain-file backend instead of s3s-fs (the S3-path benchmark:
-        /// opaque ETags, no MD5, multipart objects kept as their part files; state in memory).
-        #[arg(long)]
-        plain: bool,
-    },
     /// Print the IAM policy Braze documents for connecting BUCKET (for Braze's access-key method,
     /// or IAM set up by hand).
     BrazePolicy {
@@ -84,66 +67,20 @@ pub enum Command {
     },
 }
 
-/// Runs `s3-server`: serves until the process is stopped; returns only on an error.
-pub async fn s3_server(root: PathBuf, puts: Vec<String>, plain: bool) -> i32 {
-    use crate::demo::server::{Backend, Server};
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "local".into());
-    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "local-secret".into());
-    if let Err(e) = std::fs::create_dir_all(&root) {
-        eprintln!("export-fetcher: cannot create {}: {e}", root.display());
-        return EXIT_USAGE;
-    }
-    let backend = if plain { Backend::Plain } else { Backend::Fs };
-    let server = match Server::start_with(backend, &root, &key, &secret).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("export-fetcher: {e}");
-            return EXIT_NOT_COMPLETE;
-        }
-    };
-    let client = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(&key, &secret, None, None, "local"))
-            .endpoint_url(server.endpoint())
-            .force_path_style(true)
-            .build(),
+/// Runs `demo`; returns the exit status.
+#[cfg(feature = "demo")]
+pub async fn demo(cfg: Config) -> i32 {
+    crate::demo::run(cfg).await
+}
+
+/// `demo` in a build without the `demo` feature (the Lambda build): says so.
+#[cfg(not(feature = "demo"))]
+pub async fn demo(_cfg: Config) -> i32 {
+    eprintln!(
+        "export-fetcher: this build has no demo (built without the `demo` feature, as for Lambda); \
+         run `cargo run --release -- demo` from the source tree"
     );
-    for put in &puts {
-        let Some((target, file)) = put.split_once('=') else {
-            eprintln!("export-fetcher: --put takes BUCKET/KEY=FILE, not {put:?}");
-            return EXIT_USAGE;
-        };
-        let Some((bucket, key)) = target.split_once('/') else {
-            eprintln!("export-fetcher: --put takes BUCKET/KEY=FILE, not {put:?}");
-            return EXIT_USAGE;
-        };
-        let _ = client.create_bucket().bucket(bucket).send().await;
-        let body = match aws_sdk_s3::primitives::ByteStream::from_path(file).await {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("export-fetcher: cannot read {file}: {e}");
-                return EXIT_USAGE;
-            }
-        };
-        if let Err(e) = client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(body)
-            .send()
-            .await
-        {
-            eprintln!("export-fetcher: uploading {file} failed: {e:?}");
-            return EXIT_NOT_COMPLETE;
-        }
-    }
-    println!("ready {}", server.endpoint());
-    std::future::pending::<()>().await;
-    server.stop().await;
-    EXIT_OK
+    EXIT_USAGE
 }
 
 /// Runs `braze-policy`; returns the exit status.

@@ -20,7 +20,8 @@
 //! - [`handler`]: Lambda event → pipeline runs → response (batch item failures, Batch
 //!   Operations result codes).
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines, one per object, in the Lambda only.
-//! - [`demo`]: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler.
+//! - `demo`: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler
+//!   (the `demo` feature: on for the command line, off in the Lambda build).
 //! - [`braze_policy`]: the IAM policies Braze documents for a connected bucket.
 //! - [`cli`]: the `export-fetcher` command line (`index`, `invoke`, `demo`, `braze-policy`).
 
@@ -28,6 +29,7 @@ pub mod braze_policy;
 pub mod cli;
 pub mod config;
 pub mod decode;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod detect;
 pub mod handler;

@@ -2,6 +2,7 @@
 
 mod aws;
 mod batch_ops;
+mod deploy_artifact;
 mod exactly_once_ack;
 mod exactly_once_deadlines;
 mod exactly_once_versions;

@@ -15,13 +15,13 @@ use crate::support;
 
 /// What the function posted back.
 #[derive(Debug)]
-enum Posted {
+pub enum Posted {
     Response(Value),
     Error(#[allow(dead_code)] String),
 }
 
 /// Serves `GET …/invocation/next` once with `event`, then records the response or error.
-fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
+pub fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = mpsc::channel();
