@@ -7,7 +7,7 @@
 # Generates its own inputs (scripts/gen_bench_data.py: Braze user-export JSON lines as one gzip
 # object and as an 8-member zip), then alternates, on the same machine:
 #   export-fetcher index FILE --out DIR     vs  gzip -dc, pigz -dc (gzip) / unzip -p (zip)
-#   export-fetcher invoke (S3 path)         against local S3 servers (`export-fetcher s3-server`)
+#   export-fetcher invoke (S3 path)         against local S3 servers (tools/s3-server, an example)
 # and reports the median wall time, throughput of decompressed bytes, CPU time and peak RSS
 # (/usr/bin/time), the CPU the S3 server used during each S3 row, plus the cold start and the
 # stripped binary size.
@@ -18,13 +18,14 @@ SIZES=${SIZES:-"100m 1g"}
 DATA=${BENCH_DATA:-target/bench-data}
 WORK=${BENCH_WORK:-target/bench-work}
 B=target/release/export-fetcher
+S=target/release/examples/s3-server
 
 if ! command -v pigz >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get install -y -qq pigz >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq pigz >/dev/null)
   fi
 fi
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet --bins --example s3-server
 python3 scripts/gen_bench_data.py "$DATA" >/dev/null
 rm -rf "$WORK"; mkdir -p "$WORK"
 results="$WORK/results.txt"; : > "$results"
@@ -49,9 +50,9 @@ measure() {
 # The S3 path: local S3 servers in their own processes, the objects uploaded through the S3 API,
 # then `export-fetcher invoke` on their notifications. The servers share these two cores with
 # the fetcher (real S3 spends none of the function's CPU), so the rows that count use the lean
-# plain-file backend (`s3-server --plain`: one disk write per byte received, the same disk work
-# as `index --out`); one reference row per size uses s3s-fs, which hashes every uploaded byte
-# with MD5 twice and copies every part once more, and is bound by that.
+# plain-file backend (`s3-server --plain`, tools/s3-server/plain.rs: one disk write per byte
+# received, the same disk work as `index --out`); one reference row per size uses s3s-fs, which
+# hashes every uploaded byte with MD5 twice and copies every part once more, and is bound by that.
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
 puts=()
 for size in $SIZES; do
@@ -64,7 +65,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 start_server() {
   local name=$1; shift
   rm -rf "$WORK/$name"; mkdir -p "$WORK/$name"
-  "$B" s3-server --root "$WORK/$name" "${puts[@]}" "$@" > "$WORK/$name.out" 2>"$WORK/$name.err" &
+  "$S" --root "$WORK/$name" "${puts[@]}" "$@" > "$WORK/$name.out" 2>"$WORK/$name.err" &
   pids+=($!); printf -v "${name}_pid" %s "$!"
   for _ in $(seq 600); do grep -q '^ready ' "$WORK/$name.out" 2>/dev/null && break; sleep 0.1; done
   grep -q '^ready ' "$WORK/$name.out" || { echo "bench: the $name S3 server did not start" >&2; cat "$WORK/$name.err" >&2; exit 1; }
@@ -131,27 +132,8 @@ for size in $SIZES; do
   rm -rf "$WORK/out"
 done
 
-# Cold start: process start until the first poll of the Lambda Runtime API.
-cold=$(python3 - "$B" <<'PY'
-import http.server, os, socket, subprocess, sys, threading, time
-hit = threading.Event()
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        hit.set(); time.sleep(5)
-    def log_message(self, *a): pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
-env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{srv.server_address[1]}",
-           AWS_LAMBDA_FUNCTION_NAME="bench", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512",
-           AWS_LAMBDA_FUNCTION_VERSION="1")
-times = []
-for _ in range(5):
-    hit.clear(); t0 = time.perf_counter()
-    p = subprocess.Popen([sys.argv[1]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    hit.wait(10); times.append((time.perf_counter() - t0) * 1000); p.kill(); p.wait()
-print(f"{sorted(times)[2]:.1f}")
-PY
-)
+# Cold start: process start until the first poll of the Lambda Runtime API (median of 5).
+cold=$(python3 scripts/cold_start.py "$B")
 strip -o "$WORK/export-fetcher.stripped" "$B"
 stripped=$(stat -c %s "$WORK/export-fetcher.stripped")
 

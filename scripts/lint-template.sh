@@ -59,10 +59,32 @@ alarm = R["DeadLetterQueueAlarm"]["Properties"]
 check(alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
       and alarm["TreatMissingData"] in ("ignore", "breaching"),
       "the DLQ alarm counts waiting messages and does not fall back to OK on missing data")
+check(j(fn["Architectures"]) == j([{"Ref": "Architecture"}]) and P["Architecture"]["Default"] == "arm64"
+      and sorted(P["Architecture"]["AllowedValues"]) == ["arm64", "x86_64"],
+      "the function's architecture is the Architecture parameter: arm64 by default, x86_64 allowed")
 out = fn["Environment"]["Variables"]["OUTPUT_BUCKET"]["Fn::If"]
 check(out[0] == "OutputToSource" and j(out[2]["Fn::If"][1:]) == j([{"Ref": "OutputBucketName"}, {"Ref": "OutputBucket"}])
       and P["OutputToSourceBucket"]["Default"] == "false" and P["OutputBucketName"]["Default"] == "",
       "by default OUTPUT_BUCKET is a bucket of its own, created by the stack")
+batch = R["BatchOperationsRole"]["Properties"]
+trust = batch["AssumeRolePolicyDocument"]["Statement"]
+check(len(trust) == 1 and j(trust[0]["Principal"]) == j({"Service": "batchoperations.s3.amazonaws.com"}),
+      "only S3 Batch Operations assumes the backfill role")
+stmts = [st for pol in batch["Policies"] if "PolicyDocument" in pol for st in pol["PolicyDocument"]["Statement"]]
+invoke = [st for st in stmts if "lambda:" in j(st["Action"])]
+check(len(invoke) == 1 and j(invoke[0]["Action"]) == j("lambda:InvokeFunction")
+      and all("Function" in j(r) for r in invoke[0]["Resource"]),
+      "the backfill role invokes this function only")
+check(all("backfill/*" in j(st["Resource"]) for st in stmts if "s3:" in j(st["Action"])),
+      "the backfill role reaches S3 under <OUTPUT_PREFIX>backfill/ only")
+check(any(j(o.get("Value")) == j({"Fn::GetAtt": ["BatchOperationsRole", "Arn"]}) for o in t["Outputs"].values()),
+      "the backfill role's ARN is an output")
+import re
+body = R["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+try:
+    json.loads(re.sub(r"\$\{[^}]+\}", "1", body))
+except ValueError as e:
+    bad.append(f"the dashboard body is not JSON once substituted: {e}")
 for what in bad:
     print(f"template guarantee broken: {what}", file=sys.stderr)
 sys.exit(1 if bad else 0)

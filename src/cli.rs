@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+#[cfg(feature = "backfill")]
 use crate::backfill::{self, location::S3Url};
 use crate::config::Config;
 use crate::manifest::{Source, Status};
@@ -49,27 +50,11 @@ pub enum Command {
     /// The main job end to end with no AWS account: an embedded S3 server on loopback, sample Braze
     /// exports, their notifications through the real handler, a summary.
     Demo,
-    /// Serve a folder as a local S3 endpoint (s3s-fs, the demo's server) until stopped, after
-    /// uploading the given files; prints `ready <endpoint>` and serves until the process is
-    /// stopped. For benchmarks and local trials; requests are signed with AWS_ACCESS_KEY_ID /
-    /// AWS_SECRET_ACCESS_KEY.
-    #[command(hide = true)]
-    S3Server {
-        /// The folder that holds the buckets.
-        #[arg(long)]
-        root: PathBuf,
-        /// Upload FILE as BUCKET/KEY first (the bucket is created); repeatable.
-        #[arg(long = "put", value_name = "BUCKET/KEY=FILE")]
-        puts: Vec<String>,
-        /// Serve with the lean plain-file backend instead of s3s-fs (the S3-path benchmark:
-        /// opaque ETags, no MD5, multipart objects kept as their part files; state in memory).
-        #[arg(long)]
-        plain: bool,
-    },
     /// Run the function over objects already in a bucket: lists them (or reads an S3 Inventory
     /// report), leaves out outputs and objects that already have a current manifest, and creates
     /// an S3 Batch Operations job that invokes the function on each (or, with --local, processes
     /// them on this machine).
+    #[cfg(feature = "backfill")]
     Backfill(Box<BackfillArgs>),
     /// Print the IAM policy Braze documents for connecting BUCKET (for Braze's access-key method,
     /// or IAM set up by hand).
@@ -90,7 +75,24 @@ pub enum Command {
     },
 }
 
+/// Runs `demo`; returns the exit status.
+#[cfg(feature = "demo")]
+pub async fn demo(cfg: Config) -> i32 {
+    crate::demo::run(cfg).await
+}
+
+/// `demo` in a build without the `demo` feature (the Lambda build): says so.
+#[cfg(not(feature = "demo"))]
+pub async fn demo(_cfg: Config) -> i32 {
+    eprintln!(
+        "export-fetcher: this build has no demo (built without the `demo` feature, as for Lambda); \
+         run `cargo run --release -- demo` from the source tree"
+    );
+    EXIT_USAGE
+}
+
 /// `export-fetcher backfill`.
+#[cfg(feature = "backfill")]
 #[derive(Debug, clap::Args)]
 pub struct BackfillArgs {
     /// The objects to backfill: s3://BUCKET or s3://BUCKET/PREFIX. With --from-inventory it is
@@ -127,7 +129,7 @@ pub struct BackfillArgs {
         "function_arn", "role_arn", "account_id", "stack", "confirmation_required", "dry_run"
     ])]
     pub local: bool,
-    /// Objects processed at once with --local (default: 8 per CPU, from 8 to 128).
+    /// Objects processed at once with --local (default: 32 per CPU, from 16 to 128).
     #[arg(long, requires = "local", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: Option<u16>,
     /// The function the job invokes (default with --stack: its FunctionArn output).
@@ -156,6 +158,7 @@ pub struct BackfillArgs {
 }
 
 /// Runs `backfill`; returns the exit status.
+#[cfg(feature = "backfill")]
 pub async fn backfill(args: BackfillArgs, cfg: Config) -> i32 {
     use crate::backfill::plan::Origin;
     use crate::backfill::{Options, Run, job::JobArgs, select::Mode};
@@ -196,68 +199,6 @@ pub async fn backfill(args: BackfillArgs, cfg: Config) -> i32 {
         run,
     };
     backfill::run(opts, cfg).await
-}
-
-/// Runs `s3-server`: serves until the process is stopped; returns only on an error.
-pub async fn s3_server(root: PathBuf, puts: Vec<String>, plain: bool) -> i32 {
-    use crate::demo::server::{Backend, Server};
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "local".into());
-    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "local-secret".into());
-    if let Err(e) = std::fs::create_dir_all(&root) {
-        eprintln!("export-fetcher: cannot create {}: {e}", root.display());
-        return EXIT_USAGE;
-    }
-    let backend = if plain { Backend::Plain } else { Backend::Fs };
-    let server = match Server::start_with(backend, &root, &key, &secret).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("export-fetcher: {e}");
-            return EXIT_NOT_COMPLETE;
-        }
-    };
-    let client = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(&key, &secret, None, None, "local"))
-            .endpoint_url(server.endpoint())
-            .force_path_style(true)
-            .build(),
-    );
-    for put in &puts {
-        let Some((target, file)) = put.split_once('=') else {
-            eprintln!("export-fetcher: --put takes BUCKET/KEY=FILE, not {put:?}");
-            return EXIT_USAGE;
-        };
-        let Some((bucket, key)) = target.split_once('/') else {
-            eprintln!("export-fetcher: --put takes BUCKET/KEY=FILE, not {put:?}");
-            return EXIT_USAGE;
-        };
-        let _ = client.create_bucket().bucket(bucket).send().await;
-        let body = match aws_sdk_s3::primitives::ByteStream::from_path(file).await {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("export-fetcher: cannot read {file}: {e}");
-                return EXIT_USAGE;
-            }
-        };
-        if let Err(e) = client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(body)
-            .send()
-            .await
-        {
-            eprintln!("export-fetcher: uploading {file} failed: {e:?}");
-            return EXIT_NOT_COMPLETE;
-        }
-    }
-    println!("ready {}", server.endpoint());
-    std::future::pending::<()>().await;
-    server.stop().await;
-    EXIT_OK
 }
 
 /// Runs `braze-policy`; returns the exit status.
@@ -330,6 +271,7 @@ pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
 /// Serves the Lambda Runtime API until the runtime stops.
 pub async fn serve_lambda(cfg: Config) -> Result<(), lambda_runtime::Error> {
     let env = Arc::new(handler::build_env(cfg).await?);
+    crate::metrics::enable();
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let env = env.clone();

@@ -1,5 +1,6 @@
 //! Lambda event → pipeline runs → response. For SQS the response lists the messages to retry
-//! (`batchItemFailures`); for other envelopes a retryable failure fails the invocation.
+//! (`batchItemFailures`); for other envelopes a retryable failure fails the invocation; an S3
+//! Batch Operations invocation gets one result code per task (see [`batch_result`]).
 //!
 //! A message task that panics is a failure of that message, reported by its own `messageId`
 //! (Lambda would otherwise delete it with the batch); a direct, SNS or EventBridge invocation
@@ -17,7 +18,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{Config, ConfigError, KeyFilter};
-use crate::pipeline::{Env, ObjectOutcome, process_event};
+use crate::manifest::{FailureCause, Status};
+use crate::pipeline::{Env, Job, ObjectOutcome, process_event, process_task};
 use crate::sanitize_for_log;
 use crate::sink::Sinks;
 use crate::sink::eventbridge::EventBridgeSink;
@@ -25,6 +27,7 @@ use crate::sink::sns::SnsSink;
 use crate::sink::sqs::SqsSink;
 use crate::sink::webhook::WebhookSink;
 use crate::store::s3::S3Store;
+use crate::trigger::batch::{self, BatchInvocation, BatchResponse, ResultCode, TaskResult};
 use crate::trigger::{self, Item, Message};
 
 /// Messages processed at once within one invocation.
@@ -193,6 +196,11 @@ async fn run_message(env: Arc<Env>, message: Message, deadline: Option<Instant>)
                         let outcome = process_event(&env, &ev, deadline)
                             .instrument(span.clone())
                             .await;
+                        crate::metrics::record_object(
+                            &outcome,
+                            ev.event_time.as_deref(),
+                            started.elapsed(),
+                        );
                         span.in_scope(|| match &outcome {
                             ObjectOutcome::Retry { error } => {
                                 warn!(error = %error, duration_ms = started.elapsed().as_millis() as u64, "object will be retried")
@@ -256,6 +264,12 @@ pub async fn handle(
     event: Value,
     deadline: Option<Instant>,
 ) -> Result<Value, HandlerError> {
+    if batch::is_batch(&event) {
+        let invocation =
+            batch::parse_batch(&event).map_err(|e| HandlerError::Unrecognised(e.to_string()))?;
+        let response = handle_batch(env, invocation, deadline).await;
+        return Ok(serde_json::to_value(response).expect("the response serialises: plain data"));
+    }
     let parsed = trigger::parse(&event).map_err(|e| HandlerError::Unrecognised(e.to_string()))?;
     let permits = Arc::new(Semaphore::new(PARALLEL_MESSAGES));
     let mut tasks = JoinSet::new();
@@ -344,4 +358,147 @@ pub async fn handle(
         });
     }
     Ok(json!({"results": results}))
+}
+
+/// A task's result for S3 Batch Operations: `Succeeded` for a manifest that stands (complete,
+/// partial, skipped, a duplicate, a notification superseded by a newer version), with the
+/// manifest key (or why nothing was written) as its string; `TemporaryFailure` for anything
+/// retryable, and for a `failed` manifest caused by the environment (a limit, a permission:
+/// Batch Operations redrives it, and `backfill --failed-only` picks it up once fixed);
+/// `PermanentFailure` for a `failed` manifest caused by the object itself or for a missing key,
+/// with the reason.
+pub fn batch_result(outcome: &ObjectOutcome) -> (ResultCode, String) {
+    match outcome {
+        ObjectOutcome::Done { manifest, .. } => match (manifest.status, manifest.failure) {
+            (Status::Failed, failure) => {
+                let cause = failure.map_or(FailureCause::Object, |f| f.cause);
+                let reason = manifest
+                    .errors
+                    .first()
+                    .map(|e| e.message.as_str())
+                    .or_else(|| {
+                        manifest
+                            .parts
+                            .iter()
+                            .find_map(|p| p.errors.first().map(|e| e.message.as_str()))
+                    })
+                    .unwrap_or("the object could not be read");
+                let code = match cause {
+                    FailureCause::Environment => ResultCode::TemporaryFailure,
+                    FailureCause::Object | FailureCause::Missing => ResultCode::PermanentFailure,
+                };
+                (
+                    code,
+                    format!(
+                        "failed ({}): {reason}; manifest {}",
+                        cause.as_str(),
+                        manifest.manifest_key
+                    ),
+                )
+            }
+            _ => (ResultCode::Succeeded, manifest.manifest_key.clone()),
+        },
+        ObjectOutcome::Duplicate { manifest_key, .. } => {
+            (ResultCode::Succeeded, manifest_key.clone())
+        }
+        ObjectOutcome::Skipped { reason } => (ResultCode::Succeeded, format!("skipped: {reason}")),
+        ObjectOutcome::Superseded { reason } => {
+            (ResultCode::Succeeded, format!("superseded: {reason}"))
+        }
+        ObjectOutcome::Retry { error } => (ResultCode::TemporaryFailure, error.clone()),
+    }
+}
+
+/// Runs every task of a Batch Operations invocation, at most [`PARALLEL_MESSAGES`] at once, and
+/// answers one result per task in task order. A task that cannot be read fails alone
+/// (`PermanentFailure`: the same bytes would fail again); a task that panics is retried
+/// (`TemporaryFailure`).
+async fn handle_batch(
+    env: Arc<Env>,
+    invocation: BatchInvocation,
+    deadline: Option<Instant>,
+) -> BatchResponse {
+    let permits = Arc::new(Semaphore::new(PARALLEL_MESSAGES));
+    let mut tasks = JoinSet::new();
+    let count = invocation.tasks.len();
+    let mut results: Vec<Option<TaskResult>> = (0..count).map(|_| None).collect();
+    let mut index_of = HashMap::with_capacity(count);
+    for (i, task) in invocation.tasks.iter().enumerate() {
+        let ev = match &task.object {
+            Ok(ev) => ev.clone(),
+            Err(e) => {
+                warn!(task_id = %sanitize_for_log(&task.task_id), error = %e, "Batch Operations task cannot be read");
+                results[i] = Some(TaskResult::new(
+                    task.task_id.clone(),
+                    ResultCode::PermanentFailure,
+                    &e.to_string(),
+                ));
+                continue;
+            }
+        };
+        let env = env.clone();
+        let permits = permits.clone();
+        let job = Job {
+            id: invocation.job_id.clone(),
+            reprocess: invocation.reprocess,
+        };
+        let span = info_span!(
+            "object",
+            bucket = %ev.bucket,
+            key = %sanitize_for_log(&ev.key),
+            task_id = %sanitize_for_log(&task.task_id),
+        );
+        let handle = tasks.spawn(
+            async move {
+                let _permit = permits.acquire_owned().await;
+                #[cfg(feature = "failpoints")]
+                panic_failpoint("handler::message_task", &ev.key);
+                let started = Instant::now();
+                let outcome = process_task(&env, &ev, deadline, &job).await;
+                crate::metrics::record_object(&outcome, None, started.elapsed());
+                let (code, text) = batch_result(&outcome);
+                info!(
+                    outcome = outcome.label(),
+                    result_code = ?code,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "Batch Operations task finished"
+                );
+                (code, text)
+            }
+            .instrument(span),
+        );
+        index_of.insert(handle.id(), i);
+    }
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (id, (code, text)) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                let id = e.id();
+                let error = task_failure(e);
+                warn!(error = %sanitize_for_log(&error), "a Batch Operations task failed: it will be retried");
+                (id, (ResultCode::TemporaryFailure, error))
+            }
+        };
+        if let Some(&i) = index_of.get(&id) {
+            results[i] = Some(TaskResult::new(
+                invocation.tasks[i].task_id.clone(),
+                code,
+                &text,
+            ));
+        }
+    }
+    let results = results
+        .into_iter()
+        .zip(&invocation.tasks)
+        .map(|(r, task)| {
+            r.unwrap_or_else(|| {
+                TaskResult::new(
+                    task.task_id.clone(),
+                    ResultCode::TemporaryFailure,
+                    "the task stopped unexpectedly",
+                )
+            })
+        })
+        .collect();
+    BatchResponse::new(&invocation, results)
 }

@@ -17,24 +17,31 @@
 //! - [`trigger`]: every Lambda envelope → object events (S3, SQS, SNS, EventBridge, key decoding).
 //! - [`sink`]: one module per downstream (SNS, SQS, EventBridge, webhook); they only send.
 //! - [`pipeline`]: one object from fetch to manifest; the failure policy lives there, once.
-//! - [`handler`]: Lambda event → pipeline runs → response (batch item failures).
-//! - [`demo`]: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler.
-//! - [`backfill`]: `export-fetcher backfill`: objects already in a bucket, through S3 Batch
-//!   Operations or on this machine.
+//! - [`handler`]: Lambda event → pipeline runs → response (batch item failures, Batch
+//!   Operations result codes).
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines, one per object, in the Lambda only.
+//! - `demo`: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler
+//!   (the `demo` feature: on for the command line, off in the Lambda build).
+//! - `backfill`: `export-fetcher backfill`: objects already in a bucket, through S3 Batch
+//!   Operations or on this machine (the `backfill` feature: on for the command line, off in the
+//!   Lambda build).
 //! - [`braze_policy`]: the IAM policies Braze documents for a connected bucket.
 //! - [`cli`]: the `export-fetcher` command line (`index`, `invoke`, `demo`, `backfill`,
 //!   `braze-policy`).
 
+#[cfg(feature = "backfill")]
 pub mod backfill;
 pub mod braze_policy;
 pub mod cli;
 pub mod config;
 pub mod decode;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod detect;
 pub mod handler;
 pub mod index;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod sink;
 pub mod store;

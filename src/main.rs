@@ -60,11 +60,9 @@ fn main() {
             },
             Some(Command::Index { file, key, out }) => cli::index(file, key, out, cfg).await,
             Some(Command::Invoke { event }) => cli::invoke(event, cfg).await,
+            #[cfg(feature = "backfill")]
             Some(Command::Backfill(args)) => cli::backfill(*args, cfg).await,
-            Some(Command::Demo) => export_fetcher::demo::run(cfg).await,
-            Some(Command::S3Server { root, puts, plain }) => {
-                cli::s3_server(root, puts, plain).await
-            }
+            Some(Command::Demo) => cli::demo(cfg).await,
             Some(Command::BrazePolicy {
                 bucket, currents, ..
             }) => cli::braze_policy(&bucket, currents),

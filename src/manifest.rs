@@ -121,6 +121,11 @@ pub struct Source {
     pub sequencer: Option<String>,
     pub event_time: Option<String>,
     pub event_name: Option<String>,
+    /// The S3 Batch Operations job (or `backfill --local` run) whose task wrote this manifest;
+    /// absent for notifications. A job processes each object version at most once, even when
+    /// its tasks are redriven or list the object twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_job_id: Option<String>,
 }
 
 /// Braze metadata carried by the key; only the fields the key really has are present.
@@ -277,6 +282,12 @@ pub struct Manifest {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub failure: Option<Failure>,
     pub manifest_key: String,
+    /// 1 for the first manifest of an object version; one higher each time the version is
+    /// reprocessed on request (Batch Operations `reprocess`, `backfill --reprocess`). Each
+    /// generation is forwarded once. Absent in manifests written before the field existed
+    /// (read as 1).
+    #[serde(default = "first_generation")]
+    pub generation: u64,
     pub processed_at: String,
     pub duration_ms: u64,
     pub producer: Producer,
@@ -297,6 +308,10 @@ impl Manifest {
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).expect("manifest serialises: plain data")
     }
+}
+
+fn first_generation() -> u64 {
+    1
 }
 
 /// The current time as RFC 3339 UTC with millisecond precision.

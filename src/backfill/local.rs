@@ -18,7 +18,7 @@ use tracing::{Instrument, info_span};
 use super::progress::{self, Progress};
 use super::select::Listed;
 use super::summary::Summary;
-use crate::pipeline::{self, Env, ObjectOutcome};
+use crate::pipeline::{self, Env, Job, ObjectOutcome};
 use crate::trigger::{Envelope, ObjectEvent};
 
 /// The `event_name` of the objects `--local` processes, as their manifests record it.
@@ -28,18 +28,18 @@ pub const ATTEMPTS: u32 = 3;
 /// The wait before the second attempt; doubled before each next one.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Objects in flight by default: eight per CPU, at least 8 and at most 128.
+/// Objects in flight by default: 32 per CPU, at least 16 and at most 128.
 ///
-/// Per object the pipeline makes a handful of sequential S3 requests (HEAD, GETs, the
-/// conditional manifest write) whose latency, not the CPU, bounds a small object; the decoding
-/// runs on the blocking pool, so objects waiting on S3 leave the cores to the others. Eight per
-/// core keeps the cores busy with 2 KiB objects against S3's ~20 ms (measured numbers in
-/// docs/DEPLOY.md). The cap bounds memory: an object in flight holds up to three 8 MiB part
-/// buffers and its read-ahead, about 26 MiB, so 128 large objects stay under 4 GiB; a small
-/// object holds about 1 MiB.
+/// A small object spends its time waiting on S3, not on the CPU: the pipeline makes about eight
+/// requests in a row for one (HEAD, the manifest read, GETs, the part and the conditional
+/// manifest write), and the decoding runs on the blocking pool. Measured on 2 cores with 1,000
+/// message archives and 20 ms per request (docs/DEPLOY.md): 24 objects/s at 4 in flight, 99 at
+/// 16, 184 at 32, 239 at 64, 213 at 128, so 32 per core. The cap bounds memory: an object in
+/// flight holds at most three 8 MiB part buffers and its read-ahead, about 26 MiB, so 128 large
+/// exports stay near 3.3 GiB; a small object holds about 1 MiB.
 pub fn default_concurrency() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cpus * 8).clamp(8, 128)
+    (cpus * 32).clamp(16, 128)
 }
 
 /// The object-created event `--local` feeds the pipeline for a listed object. Its ETag lets the
@@ -62,20 +62,19 @@ pub fn event_of(obj: &Listed) -> ObjectEvent {
     }
 }
 
-/// The pipeline, for one object: the one place `--local` enters it.
-async fn process(env: &Env, ev: &ObjectEvent, reprocess: bool) -> ObjectOutcome {
-    // `--reprocess` reaches the pipeline once it takes the flag (see backfill::run's warning):
-    // until then an object whose manifest is current is answered as a duplicate.
-    let _ = reprocess;
-    pipeline::process_event(env, ev, None).await
+/// The pipeline, for one object: the one place `--local` enters it, as a task of `job` (the
+/// run), so that its manifests record the run (`source.batch_job_id`) and a retried object is
+/// reprocessed at most once per run.
+async fn process(env: &Env, ev: &ObjectEvent, job: &Job) -> ObjectOutcome {
+    pipeline::process_task(env, ev, None, job).await
 }
 
 /// One object, with retries of retryable failures.
-async fn process_with_retries(env: &Env, ev: &ObjectEvent, reprocess: bool) -> ObjectOutcome {
+async fn process_with_retries(env: &Env, ev: &ObjectEvent, job: &Job) -> ObjectOutcome {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
-        let outcome = process(env, ev, reprocess).await;
+        let outcome = process(env, ev, job).await;
         if !matches!(outcome, ObjectOutcome::Retry { .. }) || attempt == ATTEMPTS {
             return outcome;
         }
@@ -85,14 +84,21 @@ async fn process_with_retries(env: &Env, ev: &ObjectEvent, reprocess: bool) -> O
     }
 }
 
-/// Processes `objects`, `concurrency` at a time, with a progress bar on a terminal; returns
-/// what happened to them.
+/// The id of a `--local` run, as its manifests record it in `source.batch_job_id`:
+/// `local-` and a job id (`local-20250401T171500Z-3fa2`).
+pub fn run_id() -> String {
+    format!("local-{}", super::job::new_job_id())
+}
+
+/// Processes `objects`, `concurrency` at a time, as the run `job`, with a progress bar on a
+/// terminal; returns what happened to them.
 pub async fn run(
     env: Arc<Env>,
     objects: Vec<Listed>,
     concurrency: usize,
-    reprocess: bool,
+    job: Job,
 ) -> (Summary, Duration) {
+    let job = Arc::new(job);
     let started = Instant::now();
     let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
     let bar = Progress::objects(objects.len() as u64);
@@ -105,12 +111,11 @@ pub async fn run(
         while tasks.len() < concurrency.max(1)
             && let Some(obj) = queue.next()
         {
-            let env = env.clone();
+            let (env, job) = (env.clone(), job.clone());
             let ev = event_of(&obj);
             let span = info_span!("object", bucket = %obj.bucket, key = %crate::sanitize_for_log(&obj.key));
-            let handle = tasks.spawn(
-                async move { process_with_retries(&env, &ev, reprocess).await }.instrument(span),
-            );
+            let handle = tasks
+                .spawn(async move { process_with_retries(&env, &ev, &job).await }.instrument(span));
             in_flight.insert(handle.id(), (obj.key, obj.size));
         }
         let Some(joined) = tasks.join_next_with_id().await else {

@@ -43,8 +43,8 @@ use aws_sdk_s3::primitives::DateTime;
 use thiserror::Error;
 
 use crate::config::{Config, KeyFilter};
-use crate::handler;
 use crate::store::StoreError;
+use crate::{handler, pipeline};
 use location::S3Url;
 use plan::Origin;
 use select::{Mode, Scope};
@@ -202,14 +202,16 @@ async fn try_run(opts: Options, mut cfg: Config) -> Result<i32, BackfillError> {
     }
     match (&opts.run, job) {
         (Run::Local { concurrency }, _) => {
-            if opts.mode.reprocess {
-                eprintln!(
-                    "export-fetcher: backfill: --reprocess: objects whose manifest is current are \
-                     answered as duplicates by this build's pipeline (it does not index again yet)"
-                );
-            }
-            let (summary, elapsed) =
-                local::run(env.clone(), plan.objects, *concurrency, opts.mode.reprocess).await;
+            let job = pipeline::Job {
+                id: Some(local::run_id()),
+                reprocess: opts.mode.reprocess,
+            };
+            eprintln!(
+                "export-fetcher: backfill: run {} ({} objects, {concurrency} at a time)",
+                job.id.as_deref().unwrap_or(""),
+                plan.objects.len()
+            );
+            let (summary, elapsed) = local::run(env.clone(), plan.objects, *concurrency, job).await;
             print!("{}", summary.render(elapsed));
             Ok(if summary.failed() > 0 {
                 EXIT_FAILED

@@ -13,7 +13,6 @@
 //!
 //! The folder is kept so the manifests and parts can be opened; its path is printed.
 
-pub mod plain;
 mod samples;
 pub mod server;
 
@@ -32,13 +31,13 @@ use crate::handler;
 use crate::manifest::{Manifest, Status, manifest_key};
 
 use samples::Sample;
-use server::{Backend, Server};
+use server::Server;
 
 /// The bucket Braze was connected to, in the demo.
 const BUCKET: &str = "acme-braze-exports";
 /// Credentials the embedded server accepts (it checks every request's signature).
-const ACCESS_KEY: &str = "demo";
-const SECRET_KEY: &str = "demo-secret";
+pub const ACCESS_KEY: &str = "demo";
+pub const SECRET_KEY: &str = "demo-secret";
 const REGION: &str = "us-east-1";
 /// The server's own folder inside the demo folder.
 const SERVER_DIR: &str = "s3s-fs";
@@ -56,7 +55,7 @@ pub async fn run(cfg: Config) -> i32 {
             return 1;
         }
     };
-    let code = match demo(cfg, &dir, keep, Backend::Fs).await {
+    let code = match demo(cfg, &dir, keep).await {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {
@@ -96,13 +95,11 @@ struct Row {
 }
 
 /// Starts the server, runs the demo against it, stops it. `Ok(true)` when every check passed.
-async fn demo(cfg: Config, dir: &Path, keep: bool, backend: Backend) -> Result<bool, String> {
-    let started = Instant::now();
-    let samples = samples::all().map_err(|e| format!("cannot generate the samples: {e}"))?;
+async fn demo(cfg: Config, dir: &Path, keep: bool) -> Result<bool, String> {
     let root = dir.join(SERVER_DIR);
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let server = Server::start_with(backend, &root, ACCESS_KEY, SECRET_KEY).await?;
-    let result = with_server(cfg, &server, backend, dir, samples, keep, started).await;
+    let server = Server::start(&root, ACCESS_KEY, SECRET_KEY).await?;
+    let result = against(cfg, &server, "s3s-fs", &root, dir, keep).await;
     server.stop().await;
     result
 }
@@ -121,23 +118,27 @@ fn client(endpoint: &str) -> Client {
     Client::from_conf(conf)
 }
 
-async fn with_server(
+/// The demo against a running S3 server that accepts [`ACCESS_KEY`] / [`SECRET_KEY`]: `label`
+/// names its backend and `root` where it stores, for the summary; the parts and manifests are
+/// downloaded under `dir`. The benchmark's plain-file server (`tools/s3-server`) is checked this
+/// way too. `Ok(true)` when every sample got the status it should.
+pub async fn against(
     cfg: Config,
     server: &Server,
-    backend: Backend,
+    label: &str,
+    root: &Path,
     dir: &Path,
-    samples: Vec<Sample>,
     keep: bool,
-    started: Instant,
 ) -> Result<bool, String> {
+    let started = Instant::now();
+    let samples = samples::all().map_err(|e| format!("cannot generate the samples: {e}"))?;
     let s3 = client(&server.endpoint());
     let out_bucket = cfg.output_bucket.clone().unwrap_or_else(|| BUCKET.into());
     let prefix = cfg.output_prefix.clone();
     println!(
-        "export-fetcher demo: an S3 server ({}) on {}, storing in {}",
-        backend.label(),
+        "export-fetcher demo: an S3 server ({label}) on {}, storing in {}",
         server.endpoint(),
-        dir.join(SERVER_DIR).display()
+        root.display()
     );
     for note in config_notes(&cfg) {
         println!("  note: {note}");
@@ -812,16 +813,5 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn demo_runs_end_to_end() {
         assert_eq!(run(Config::default()).await, 0);
-    }
-
-    /// The same demo against the benchmark's plain-file backend: every sample gets the status
-    /// it should, duplicates are recognised, and every manifest and part downloads again.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn demo_runs_end_to_end_on_the_plain_backend() {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = demo(Config::default(), dir.path(), false, Backend::Plain)
-            .await
-            .unwrap();
-        assert!(ok, "a sample did not get the status it should");
     }
 }

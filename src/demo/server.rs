@@ -32,8 +32,6 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::plain::PlainStore;
-
 /// A running server; [`Server::stop`] shuts it down (dropping it stops accepting, too).
 pub struct Server {
     pub addr: SocketAddr,
@@ -41,59 +39,29 @@ pub struct Server {
     task: Option<JoinHandle<()>>,
 }
 
-/// Which S3 backend a [`Server`] runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// `s3s-fs`: what the demo uses; full S3 metadata (MD5 ETags), everything on disk.
-    Fs,
-    /// [`PlainStore`]: the benchmark's lean server (see its module documentation).
-    Plain,
-}
-
-impl Backend {
-    /// How the demo and `s3-server` name it.
-    pub fn label(self) -> &'static str {
-        match self {
-            Backend::Fs => "s3s-fs",
-            Backend::Plain => "plain files",
-        }
-    }
-}
-
 impl Server {
     /// Serves `root` with `s3s-fs` on `127.0.0.1:<free port>`, accepting requests signed with
     /// this key pair.
     pub async fn start(root: &Path, access_key: &str, secret_key: &str) -> Result<Server, String> {
-        Server::start_with(Backend::Fs, root, access_key, secret_key).await
+        let fs = s3s_fs::FileSystem::new(root)
+            .map_err(|e| format!("cannot serve {}: {e:?}", root.display()))?;
+        let store = ShortKeys {
+            fs,
+            long_keys: Mutex::new(HashMap::new()),
+        };
+        Server::serve(store, access_key, secret_key).await
     }
 
-    /// Serves `root` with the given backend on `127.0.0.1:<free port>`.
-    pub async fn start_with(
-        backend: Backend,
-        root: &Path,
+    /// Serves any `s3s` backend on `127.0.0.1:<free port>` (the benchmark's plain-file one,
+    /// `tools/s3-server`), accepting requests signed with this key pair.
+    pub async fn serve(
+        store: impl S3,
         access_key: &str,
         secret_key: &str,
     ) -> Result<Server, String> {
-        let auth = SimpleAuth::from_single(access_key, secret_key);
-        let service = match backend {
-            Backend::Fs => {
-                let fs = s3s_fs::FileSystem::new(root)
-                    .map_err(|e| format!("cannot serve {}: {e:?}", root.display()))?;
-                let mut b = S3ServiceBuilder::new(ShortKeys {
-                    fs,
-                    long_keys: Mutex::new(HashMap::new()),
-                });
-                b.set_auth(auth);
-                b.build()
-            }
-            Backend::Plain => {
-                let store = PlainStore::new(root)
-                    .map_err(|e| format!("cannot serve {}: {e}", root.display()))?;
-                let mut b = S3ServiceBuilder::new(store);
-                b.set_auth(auth);
-                b.build()
-            }
-        };
+        let mut builder = S3ServiceBuilder::new(store);
+        builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
+        let service = builder.build();
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
@@ -160,7 +128,7 @@ impl Drop for Server {
 
 /// What `s3s` expects of an `async_trait` method, spelled out (this crate does not depend on
 /// the `async-trait` macro).
-pub(super) type Reply<'a, T> = Pin<Box<dyn Future<Output = S3Result<S3Response<T>>> + Send + 'a>>;
+pub type Reply<'a, T> = Pin<Box<dyn Future<Output = S3Result<S3Response<T>>> + Send + 'a>>;
 
 /// `s3s-fs` with long keys stored under short names (see the module documentation). Only the
 /// operations the fetcher and the demo use are served; the others answer `NotImplemented`.

@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::detect::kind_from_key;
 use crate::manifest::{Failure, FailureCause, Manifest, ObjectError, Source, Status, manifest_key};
-use crate::store::s3::{self};
+use crate::store::s3::{self, Fetched};
 use crate::store::{Condition, ObjectInfo, ObjectSource, PartWriter, StoreError};
 use crate::trigger::ObjectEvent;
 
@@ -79,27 +79,41 @@ fn superseded(reason: String) -> ObjectOutcome {
 /// late; the newer version's is processed or on its way). When the key has no current version
 /// (a delete marker), the named version itself is read. An unversioned notification whose ETag
 /// is no longer the key's was overwritten since: superseded too.
+///
+/// With `fetch`, the key is read with a ranged GET instead of a HEAD ([`S3Store::get_current`]):
+/// the same answer, and a small object's whole body with it, so that new work costs one request
+/// less. A likely duplicate (a manifest exists) is asked with a HEAD, which transfers nothing.
 async fn current_object(
     env: &Env,
     ev: &ObjectEvent,
-) -> Result<Result<ObjectInfo, String>, StoreError> {
-    let current = env.s3.head(&ev.bucket, &ev.key, None).await;
+    fetch: bool,
+) -> Result<Result<Fetched, String>, StoreError> {
+    let current = if fetch {
+        env.s3.get_current(&ev.bucket, &ev.key).await
+    } else {
+        env.s3
+            .head(&ev.bucket, &ev.key, None)
+            .await
+            .map(|info| Fetched { info, body: None })
+    };
     match (&ev.version_id, current) {
-        (Some(v), Ok(info)) if info.version_id.as_deref() == Some(v.as_str()) => Ok(Ok(info)),
-        (Some(v), Ok(info)) => Ok(Err(format!(
+        (Some(v), Ok(f)) if f.info.version_id.as_deref() == Some(v.as_str()) => Ok(Ok(f)),
+        (Some(v), Ok(Fetched { info, .. })) => Ok(Err(format!(
             "version {v:?} is no longer the current one ({:?} is)",
             info.version_id.as_deref().unwrap_or("null")
         ))),
-        (Some(v), Err(StoreError::NotFound(_))) => {
-            env.s3.head(&ev.bucket, &ev.key, Some(v)).await.map(Ok)
-        }
-        (None, Ok(info)) => match (&ev.etag, &info.etag) {
-            (Some(theirs), Some(now)) if theirs != now && info.version_id.is_none() => {
+        (Some(v), Err(StoreError::NotFound(_))) => env
+            .s3
+            .head(&ev.bucket, &ev.key, Some(v))
+            .await
+            .map(|info| Ok(Fetched { info, body: None })),
+        (None, Ok(f)) => match (&ev.etag, &f.info.etag) {
+            (Some(theirs), Some(now)) if theirs != now && f.info.version_id.is_none() => {
                 Ok(Err(format!(
                     "the object was overwritten since this notification (ETag {theirs:?}, now {now:?})"
                 )))
             }
-            _ => Ok(Ok(info)),
+            _ => Ok(Ok(f)),
         },
         (_, Err(e)) => Err(e),
     }
@@ -112,6 +126,45 @@ pub async fn process_event(
     ev: &ObjectEvent,
     deadline: Option<Instant>,
 ) -> ObjectOutcome {
+    process_task(env, ev, deadline, &Job::default()).await
+}
+
+/// [`process_event`] for a task of a job (S3 Batch Operations, `backfill --local`), which may
+/// ask to `reprocess`.
+pub async fn process_event_with(
+    env: &Env,
+    ev: &ObjectEvent,
+    deadline: Option<Instant>,
+    reprocess: bool,
+) -> ObjectOutcome {
+    let job = Job {
+        id: None,
+        reprocess,
+    };
+    process_task(env, ev, deadline, &job).await
+}
+
+/// What a job asks of each of its tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Job {
+    /// The job's id, recorded in the manifests its tasks write (`source.batch_job_id`).
+    pub id: Option<String>,
+    /// Index again an object version that already has its manifest: the new manifest replaces
+    /// the old one with `generation` one higher and is forwarded again, once (its idempotency
+    /// key names the generation). A job reprocesses each version at most once: a task of the
+    /// same job that finds the manifest its job wrote (a redriven task, a key listed twice)
+    /// is a duplicate. A concurrent reprocess of the same version loses the conditional
+    /// manifest write and leaves the winner's generation standing.
+    pub reprocess: bool,
+}
+
+/// [`process_event`] for one task of `job`.
+pub async fn process_task(
+    env: &Env,
+    ev: &ObjectEvent,
+    deadline: Option<Instant>,
+    job: &Job,
+) -> ObjectOutcome {
     let out_bucket = env.output_bucket(&ev.bucket);
     if out_bucket == ev.bucket && ev.key.starts_with(&env.cfg.output_prefix) {
         return ObjectOutcome::Skipped {
@@ -121,7 +174,7 @@ pub async fn process_event(
             ),
         };
     }
-    s3::within_deadline(deadline, process_object(env, ev, deadline)).await
+    s3::within_deadline(deadline, process_object(env, ev, deadline, job)).await
 }
 
 /// The loop guard's second look, at the object itself: an output written by the fetcher
@@ -137,7 +190,12 @@ fn output_marker_guard(info: &ObjectInfo) -> Option<ObjectOutcome> {
 }
 
 /// [`process_event`] past the key-based loop guard.
-async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) -> ObjectOutcome {
+async fn process_object(
+    env: &Env,
+    ev: &ObjectEvent,
+    deadline: Option<Instant>,
+    job: &Job,
+) -> ObjectOutcome {
     let cfg = &env.cfg;
     let out_bucket = env.output_bucket(&ev.bucket).to_string();
     if let Err(reason) = env.filter.check(&ev.key) {
@@ -167,6 +225,7 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
         sequencer: ev.sequencer.clone(),
         event_time: ev.event_time.clone(),
         event_name: Some(ev.event_name.clone()),
+        batch_job_id: job.id.clone(),
     };
     if let Some(m) = existing_manifest
         .as_ref()
@@ -178,8 +237,8 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
             meta.sequencer.as_deref().unwrap_or("")
         ));
     }
-    let info = match current_object(env, ev).await {
-        Ok(Ok(info)) => info,
+    let (info, body) = match current_object(env, ev, existing_manifest.is_none()).await {
+        Ok(Ok(Fetched { info, body })) => (info, body),
         Ok(Err(reason)) => return superseded(reason),
         Err(StoreError::NotFound(message)) => {
             return object_missing(
@@ -202,16 +261,22 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
     if let Some(skipped) = output_marker_guard(&info) {
         return skipped;
     }
+    let mut generation = 1;
     if let Some(m) = &existing_manifest
         && already_done(m, &info)
     {
-        return forward_again(env, &out_bucket, m, deadline).await;
+        let written_by_this_job = job.id.is_some() && m.source.batch_job_id == job.id;
+        if !job.reprocess || written_by_this_job {
+            return forward_again(env, &out_bucket, m, deadline).await;
+        }
+        generation = m.generation.max(1) + 1;
     }
     meta.size = info.size;
     meta.etag = info.etag.clone();
     meta.version_id = info.version_id.clone();
     let handle = tokio::runtime::Handle::current();
-    let source: Arc<dyn ObjectSource> = Arc::new(env.s3.source(&info, handle.clone()));
+    let source: Arc<dyn ObjectSource> =
+        Arc::new(env.s3.source(&info, handle.clone()).with_body(body));
     let mut writer = env
         .s3
         .writer(&out_bucket, handle)
@@ -228,7 +293,9 @@ async fn process_object(env: &Env, ev: &ObjectEvent, deadline: Option<Instant>) 
     if let Some(error) = outcome.retryable {
         return ObjectOutcome::Retry { error };
     }
-    write_manifest(env, &out_bucket, outcome.manifest, existing_etag, deadline).await
+    let mut manifest = outcome.manifest;
+    manifest.generation = generation;
+    write_manifest(env, &out_bucket, manifest, existing_etag, deadline).await
 }
 
 /// The notification's object does not exist (any more): Braze removes exports after some hours.
@@ -265,6 +332,7 @@ async fn object_missing(
         message,
         part: None,
     });
+    let fresh = existing_etag.is_none();
     let condition = match existing_etag {
         Some(etag) => Condition::IfMatch(etag),
         None => Condition::IfNoneMatch,
@@ -281,7 +349,7 @@ async fn object_missing(
         )
         .await;
     match written {
-        Ok(()) => match forward(env, out_bucket, &manifest, deadline).await {
+        Ok(()) => match forward(env, out_bucket, &manifest, deadline, fresh).await {
             Ok(deliveries) => ObjectOutcome::Done {
                 manifest: Box::new(manifest),
                 deliveries,
@@ -349,6 +417,7 @@ async fn write_manifest(
         None => Condition::IfNoneMatch,
     };
     for _ in 0..MANIFEST_ATTEMPTS {
+        let fresh = condition == Condition::IfNoneMatch;
         let written = env
             .s3
             .put_small(
@@ -361,7 +430,7 @@ async fn write_manifest(
             .await;
         match written {
             Ok(()) => {
-                return match forward(env, out_bucket, &manifest, deadline).await {
+                return match forward(env, out_bucket, &manifest, deadline, fresh).await {
                     Ok(deliveries) => ObjectOutcome::Done {
                         manifest: Box::new(manifest),
                         deliveries,
@@ -427,7 +496,7 @@ async fn forward_again(
     manifest: &Manifest,
     deadline: Option<Instant>,
 ) -> ObjectOutcome {
-    match forward(env, out_bucket, manifest, deadline).await {
+    match forward(env, out_bucket, manifest, deadline, false).await {
         Ok(deliveries) => ObjectOutcome::Duplicate {
             manifest_key: manifest.manifest_key.clone(),
             deliveries,

@@ -92,11 +92,14 @@ fn unix_now() -> u64 {
 
 /// Sends the manifest to every configured sink that has not accepted it for this object version.
 /// `Err` when a sink failed (the object is retried; the next attempt sends only to that sink).
+/// `fresh`: the manifest was just written where none was, so its delivery records are most
+/// likely absent and are claimed without being read first (one request less per sink).
 pub(super) async fn forward(
     env: &Env,
     out_bucket: &str,
     manifest: &Manifest,
     deadline: Option<Instant>,
+    fresh: bool,
 ) -> Result<Vec<Delivery>, String> {
     let names = env.sinks.names();
     if names.is_empty() {
@@ -106,9 +109,12 @@ pub(super) async fn forward(
     let msg = sink::outgoing(manifest, out_bucket, deadline);
     let mut deliveries = Vec::new();
     for name in names {
-        let key = delivery_key(&env.cfg.output_prefix, &manifest.source.key, name);
-        let stamp = manifest_stamp(manifest);
-        let delivery = deliver_once(env, out_bucket, &key, name, &msg, &stamp, started).await;
+        let record = Record {
+            key: delivery_key(&env.cfg.output_prefix, &manifest.source.key, name),
+            stamp: manifest_stamp(manifest),
+            fresh,
+        };
+        let delivery = deliver_once(env, out_bucket, &record, name, &msg, started).await;
         match &delivery.error {
             None => {
                 info!(sink = name, outcome = delivery.outcome, latency_ms = ?delivery.latency_ms, "manifest forwarded")
@@ -130,18 +136,33 @@ pub(super) async fn forward(
     }
 }
 
+/// Where one sink's delivery of one manifest is recorded.
+struct Record {
+    /// The delivery record's key ([`delivery_key`]).
+    key: String,
+    /// Which manifest of the version is delivered ([`manifest_stamp`]).
+    stamp: String,
+    /// The manifest was just written where none was: the record is claimed without being read.
+    fresh: bool,
+}
+
 /// Sends `msg` to one sink at most once per object version, through the delivery record at
-/// `key`. The claim holds until the deadline (recorded in it); the send is cut at the deadline,
-/// and a send that fails or is cut releases the claim (`failed`), so that the retry sends it.
+/// `record.key`. The claim holds until the deadline (recorded in it); the send is cut at the
+/// deadline, and a send that fails or is cut releases the claim (`failed`), so that the retry
+/// sends it.
 async fn deliver_once(
     env: &Env,
     out_bucket: &str,
-    key: &str,
+    record_at: &Record,
     name: &'static str,
     msg: &sink::Outgoing,
-    stamp: &str,
     started: Instant,
 ) -> Delivery {
+    let (key, stamp, fresh) = (
+        record_at.key.as_str(),
+        record_at.stamp.as_str(),
+        record_at.fresh,
+    );
     let deadline = msg.deadline;
     let record = |state: &str, expires: Option<u64>| {
         serde_json::to_vec(&DeliveryRecord {
@@ -166,55 +187,68 @@ async fn deliver_once(
             "the invocation deadline is near: not sent, so that the retry sends it".into(),
         );
     }
-    // Claim the delivery, so that concurrent duplicates never send twice.
-    let condition = match env.s3.get_small(out_bucket, key).await {
-        Err(e) => return fail("failed", e.to_string()),
-        Ok(None) => Condition::IfNoneMatch,
-        Ok(Some((body, etag))) => {
-            let existing = serde_json::from_slice::<DeliveryRecord>(&body).ok();
-            match existing {
-                Some(r)
-                    if r.idempotency_key == msg.idempotency_key
-                        && r.state == "delivered"
-                        && r.manifest.as_deref().is_none_or(|m| m == stamp) =>
-                {
-                    return Delivery {
-                        sink: name,
-                        outcome: "already_delivered",
-                        error: None,
-                        latency_ms: None,
-                    };
+    // Claim the delivery, so that concurrent duplicates never send twice. A manifest written
+    // where none was is claimed blind (`If-None-Match: *`): its record cannot exist yet unless
+    // a concurrent duplicate made it, and then the record is read as below. Any other manifest
+    // reads the record first.
+    let mut blind = fresh;
+    let claim_etag = loop {
+        let condition = if blind {
+            Condition::IfNoneMatch
+        } else {
+            match env.s3.get_small(out_bucket, key).await {
+                Err(e) => return fail("failed", e.to_string()),
+                Ok(None) => Condition::IfNoneMatch,
+                Ok(Some((body, etag))) => {
+                    let existing = serde_json::from_slice::<DeliveryRecord>(&body).ok();
+                    match existing {
+                        Some(r)
+                            if r.idempotency_key == msg.idempotency_key
+                                && r.state == "delivered"
+                                && r.manifest.as_deref().is_none_or(|m| m == stamp) =>
+                        {
+                            return Delivery {
+                                sink: name,
+                                outcome: "already_delivered",
+                                error: None,
+                                latency_ms: None,
+                            };
+                        }
+                        Some(r)
+                            if r.idempotency_key == msg.idempotency_key && r.is_live_claim() =>
+                        {
+                            return fail(
+                                "in_progress",
+                                "another invocation is delivering this manifest".into(),
+                            );
+                        }
+                        _ => Condition::IfMatch(etag),
+                    }
                 }
-                Some(r) if r.idempotency_key == msg.idempotency_key && r.is_live_claim() => {
-                    return fail(
-                        "in_progress",
-                        "another invocation is delivering this manifest".into(),
-                    );
-                }
-                _ => Condition::IfMatch(etag),
             }
+        };
+        let claim = env
+            .s3
+            .put_output(
+                OutputKind::Delivery,
+                out_bucket,
+                key,
+                record("sending", Some(claim_expiry(deadline))),
+                "application/json",
+                condition,
+            )
+            .await;
+        match claim {
+            Ok(etag) => break etag,
+            Err(StoreError::PreconditionFailed) if blind => blind = false,
+            Err(StoreError::PreconditionFailed) => {
+                return fail(
+                    "in_progress",
+                    "another invocation is delivering this manifest".into(),
+                );
+            }
+            Err(e) => return fail("failed", e.to_string()),
         }
-    };
-    let claim = env
-        .s3
-        .put_output(
-            OutputKind::Delivery,
-            out_bucket,
-            key,
-            record("sending", Some(claim_expiry(deadline))),
-            "application/json",
-            condition,
-        )
-        .await;
-    let claim_etag = match claim {
-        Ok(etag) => etag,
-        Err(StoreError::PreconditionFailed) => {
-            return fail(
-                "in_progress",
-                "another invocation is delivering this manifest".into(),
-            );
-        }
-        Err(e) => return fail("failed", e.to_string()),
     };
     let send = env.sinks.send(name, msg);
     let sent = match deadline {

@@ -16,7 +16,7 @@ mod forward;
 mod object;
 mod stage;
 
-pub use event::process_event;
+pub use event::{Job, process_event, process_event_with, process_task};
 pub use forward::Delivery;
 pub use object::{Outcome, index_object, run};
 

@@ -93,6 +93,7 @@ pub(super) fn empty_manifest(source: Source, prefix: &str) -> Manifest {
         totals: Totals::default(),
         errors: Vec::new(),
         failure: None,
+        generation: 1,
         processed_at: now_rfc3339(),
         duration_ms: 0,
         producer: Producer::default(),

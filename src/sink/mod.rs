@@ -59,6 +59,13 @@ pub fn idempotency_key(manifest: &Manifest) -> String {
         h.update(field.as_bytes());
         h.update([0u8]);
     }
+    // A reprocessed version is forwarded again, once per generation; the first keeps the key
+    // it always had.
+    if manifest.generation > 1 {
+        h.update(b"generation:");
+        h.update(manifest.generation.to_string().as_bytes());
+        h.update([0u8]);
+    }
     if let Some(failure) = manifest
         .failure
         .filter(|f| f.cause.reprocess_on_redelivery())
@@ -218,5 +225,15 @@ mod tests {
             m.failure = Some(Failure { cause });
             assert_ne!(idempotency_key(&m), complete, "{cause:?} is provisional");
         }
+        // A manifest read without `generation` is the first; each reprocessed generation has
+        // an id of its own, and the first keeps the id it always had.
+        m.failure = None;
+        m.status = Status::Complete;
+        assert_eq!(m.generation, 1);
+        m.generation = 2;
+        let second = idempotency_key(&m);
+        assert_ne!(second, complete);
+        m.generation = 3;
+        assert_ne!(idempotency_key(&m), second);
     }
 }

@@ -2,6 +2,7 @@
 //! and manifests go ([`PartWriter`]). The pipeline only sees these traits.
 
 pub mod local;
+pub mod requests;
 pub mod s3;
 
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -11,6 +11,7 @@
 //! signed payload would add a SHA-256 pass over every byte written, on top of the SHA-256 the
 //! manifest already records: 15% of the CPU of a 1 GiB export (measured; see BENCHMARKS.md).
 
+use super::requests::{CountRequests, Requests};
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
@@ -193,11 +194,28 @@ impl Bound {
 pub struct S3Store {
     client: Client,
     sse: Sse,
+    requests: Requests,
 }
 
 impl S3Store {
+    /// The store on `client`, counting the requests it sends ([`S3Store::requests`]).
     pub fn new(client: Client, sse: Sse) -> Self {
-        S3Store { client, sse }
+        let requests = Requests::default();
+        let config = client
+            .config()
+            .to_builder()
+            .interceptor(CountRequests(requests.clone()))
+            .build();
+        S3Store {
+            client: Client::from_conf(config),
+            sse,
+            requests,
+        }
+    }
+
+    /// The S3 requests this store has sent, by operation.
+    pub fn requests(&self) -> &Requests {
+        &self.requests
     }
 
     pub fn client(&self) -> &Client {
@@ -235,6 +253,71 @@ impl S3Store {
         })
     }
 
+    /// The key's current object, as a HEAD gives it, from one ranged GET of its first
+    /// [`WHOLE_OBJECT_BYTES`]: with the whole body when the object is no larger (a small object
+    /// then costs one request, not a HEAD and the GETs of its reads). An empty object (which no
+    /// range fits) falls back to a HEAD.
+    pub async fn get_current(&self, bucket: &str, key: &str) -> Result<Fetched, StoreError> {
+        let sent = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes=0-{}", WHOLE_OBJECT_BYTES - 1))
+            .customize()
+            .config_override(Bound::current().config(0, "GetObject")?)
+            .send()
+            .await;
+        let out = match sent {
+            Ok(out) => out,
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                return Ok(Fetched {
+                    info: self.head(bucket, key, None).await?,
+                    body: None,
+                });
+            }
+            Err(e) => {
+                // A request cut by the invocation deadline says so.
+                Bound::current().check("reading the object")?;
+                return Err(classify(e, "GetObject", key));
+            }
+        };
+        // `bytes 0-N/TOTAL`: the object's size; without it the body is the whole object.
+        let total = out
+            .content_range()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        let info = ObjectInfo {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id: out.version_id().filter(|v| *v != "null").map(String::from),
+            size: total.unwrap_or(out.content_length().unwrap_or(0).max(0) as u64),
+            etag: out.e_tag().map(|e| e.trim_matches('"').to_string()),
+            output: out.metadata().and_then(|m| m.get(OUTPUT_METADATA)).cloned(),
+            source_tag: out.metadata().and_then(|m| m.get(SOURCE_METADATA)).cloned(),
+        };
+        if info.size > WHOLE_OBJECT_BYTES {
+            // Dropping the body closes the connection: what was not read is not transferred.
+            return Ok(Fetched { info, body: None });
+        }
+        let body = tokio::time::timeout(Bound::current().chunk_timeout(), out.body.collect())
+            .await
+            .map_err(|_| StoreError::Transient(format!("reading {key}: timed out")))?
+            .map_err(|e| StoreError::Transient(format!("reading {key}: {e}")))?
+            .into_bytes();
+        if body.len() as u64 != info.size {
+            return Err(StoreError::Transient(format!(
+                "reading {key}: {} bytes received of {}",
+                body.len(),
+                info.size
+            )));
+        }
+        Ok(Fetched {
+            info,
+            body: Some(body),
+        })
+    }
+
     /// A blocking, range-readable view of the object for the pipeline.
     pub fn source(&self, info: &ObjectInfo, handle: Handle) -> S3Source {
         S3Source {
@@ -242,6 +325,7 @@ impl S3Store {
             handle,
             info: info.clone(),
             bound: Bound::current(),
+            whole: std::sync::OnceLock::new(),
         }
     }
 
@@ -432,12 +516,60 @@ fn aws_smithy_error_display<E: std::fmt::Debug>(err: &SdkError<E>) -> String {
     }
 }
 
+/// Objects no larger than this are read whole, once, and their ranges served from memory (the
+/// magic bytes, the zip tail and the stream then cost one GET, not three).
+pub const WHOLE_OBJECT_BYTES: u64 = 1 << 20;
+
+/// What [`S3Store::get_current`] found.
+pub struct Fetched {
+    pub info: ObjectInfo,
+    /// The whole object, when it is no larger than [`WHOLE_OBJECT_BYTES`].
+    pub body: Option<Bytes>,
+}
+
 /// The object being processed, read by ranges from a blocking thread.
 pub struct S3Source {
     client: Client,
     handle: Handle,
     info: ObjectInfo,
     bound: Bound,
+    /// A small object's bytes, read once.
+    whole: std::sync::OnceLock<Bytes>,
+}
+
+impl S3Source {
+    /// The same source with the object's bytes already read (see [`S3Store::get_current`]).
+    pub fn with_body(self, body: Option<Bytes>) -> S3Source {
+        if let Some(body) = body.filter(|b| b.len() as u64 == self.info.size) {
+            let _ = self.whole.set(body);
+        }
+        self
+    }
+
+    fn streamed(&self, start: u64, end: u64) -> RangeReader<'_> {
+        RangeReader {
+            source: self,
+            pos: start,
+            end,
+            rx: None,
+            chunk: Bytes::new(),
+            failures: 0,
+        }
+    }
+
+    /// A small object's bytes: read whole on first use, with one (pinned, resumable) GET.
+    fn whole(&self) -> io::Result<Option<&Bytes>> {
+        if self.info.size > WHOLE_OBJECT_BYTES {
+            return Ok(None);
+        }
+        if let Some(b) = self.whole.get() {
+            return Ok(Some(b));
+        }
+        let mut buf = Vec::with_capacity(self.info.size as usize);
+        self.streamed(0, self.info.size).read_to_end(&mut buf)?;
+        let _ = self.whole.set(Bytes::from(buf));
+        Ok(self.whole.get())
+    }
 }
 
 impl ObjectSource for S3Source {
@@ -446,6 +578,11 @@ impl ObjectSource for S3Source {
     }
 
     fn read_range(&self, start: u64, end: u64) -> io::Result<Box<dyn Read + Send + '_>> {
+        if let Some(whole) = self.whole()? {
+            let end = (end.min(whole.len() as u64)) as usize;
+            let start = (start as usize).min(end);
+            return Ok(Box::new(io::Cursor::new(whole.slice(start..end))));
+        }
         Ok(Box::new(RangeReader {
             source: self,
             pos: start,

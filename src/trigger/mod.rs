@@ -1,5 +1,6 @@
 //! Every Lambda envelope → object events: direct S3 notifications, S3 → SQS, S3 → SNS,
-//! S3 → SNS → SQS, EventBridge "Object Created" and EventBridge → SQS.
+//! S3 → SNS → SQS, EventBridge "Object Created" and EventBridge → SQS; S3 Batch Operations
+//! invocations are read by [`batch`] (their response differs).
 //!
 //! Events are read leniently from a [`serde_json::Value`]: only the fields used are required,
 //! because real senders differ in what they include (moto omits `userIdentity` and
@@ -13,6 +14,7 @@
 //! `batchItemFailures`), or the whole invocation for the other envelopes. A message that
 //! cannot be read never hides the others of its batch.
 
+pub mod batch;
 mod key;
 #[cfg(test)]
 mod tests;
@@ -40,6 +42,8 @@ pub enum Envelope {
     EventBridge,
     /// An EventBridge event from `aws.s3` in an SQS message body.
     SqsEventBridge,
+    /// A task of an S3 Batch Operations job (see [`batch`]).
+    BatchOperations,
 }
 
 /// One object-created event, key already decoded.

@@ -939,6 +939,31 @@ async fn local_indexes_every_object_and_a_rerun_does_no_work() {
         );
     }
 
+    // --reprocess: every object indexed again, once, as the next generation, recorded as this
+    // run's.
+    let out = backfill(
+        &moto,
+        &[&format!("s3://{BUCKET}"), "--local", "--reprocess"],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert!(out.stdout.contains(&row("done", 6)), "{}", out.describe());
+    let run = out
+        .stderr
+        .split("run ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run id; {}", out.describe()));
+    assert!(run.starts_with("local-"), "{run}");
+    for (key, at) in &written {
+        let m = manifest_of(&s3, key).await.unwrap();
+        assert_eq!(m["generation"], 2, "{key}: {m}");
+        assert_eq!(m["source"]["batch_job_id"], run, "{key}");
+        assert_ne!(&m["processed_at"], at, "{key}");
+    }
+    let out = backfill(&moto, &[&format!("s3://{BUCKET}"), "--local"], &[]);
+    assert!(out.stderr.contains("nothing to do"), "{}", out.describe());
+
     // A manifest lost (an interrupted run): only that object is processed again.
     s3.delete_object()
         .bucket(BUCKET)

@@ -365,8 +365,13 @@ async fn unversioned_overwrite_mid_run_never_certifies_wrong_bytes() {
     let s3 = moto.s3();
     make_bucket(&s3, BUCKET).await;
     let key = "exports/overwritten.jsonl.gz";
-    let first: Vec<u8> = (0..2000)
-        .flat_map(|i| format!("{{\"external_id\":\"a{i}\"}}\n").into_bytes())
+    // Larger than an object read whole at once (1 MiB compressed), so that it is read by
+    // ranges: random ids keep it from compressing away.
+    let mut rng = crate::fixtures::Rng::new(7);
+    let first: Vec<u8> = (0..60_000)
+        .flat_map(|i| {
+            format!("{{\"external_id\":\"a{i}\",\"r\":\"{}\"}}\n", rng.hex(24)).into_bytes()
+        })
         .collect();
     let second: Vec<u8> = (0..3000)
         .flat_map(|i| format!("{{\"external_id\":\"b{i}\"}}\n").into_bytes())

@@ -1,7 +1,10 @@
 //! Integration tests for `export-fetcher` (one test binary: `cargo test --test it`).
 
 mod aws;
+#[cfg(feature = "backfill")]
 mod backfill;
+mod batch_ops;
+mod deploy_artifact;
 mod exactly_once_ack;
 mod exactly_once_deadlines;
 mod exactly_once_versions;
@@ -13,6 +16,7 @@ mod hostile_zip;
 mod index_cli;
 mod lambda_s3;
 mod reliability;
+mod requests;
 mod runtime_api;
 mod sinks;
 mod support;

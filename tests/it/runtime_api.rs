@@ -15,13 +15,13 @@ use crate::support;
 
 /// What the function posted back.
 #[derive(Debug)]
-enum Posted {
+pub enum Posted {
     Response(Value),
     Error(#[allow(dead_code)] String),
 }
 
 /// Serves `GET …/invocation/next` once with `event`, then records the response or error.
-fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
+pub fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = mpsc::channel();
@@ -118,7 +118,7 @@ async fn binary_serves_the_lambda_runtime_api() {
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
         .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -148,4 +148,23 @@ async fn binary_serves_the_lambda_runtime_api() {
         v.to_string().contains("runtime test.csv"),
         "the span names the key: {v}"
     );
+    // Metrics: one Embedded Metric Format line per object on stdout.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let emf: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf.len(), 1, "one EMF line per object:\n{stdout}");
+    let e = &emf[0];
+    assert_eq!(
+        e["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "ExportFetcher"
+    );
+    assert_eq!(e["FunctionName"], "export-fetcher");
+    assert_eq!(e["Kind"], "report");
+    assert_eq!(e["Status"], "complete");
+    assert_eq!(e["Objects"], 1);
+    assert_eq!(e["Records"], 1);
+    assert!(e["Lag"].as_f64().is_some_and(|l| l >= 0.0), "{e}");
 }

@@ -1,0 +1,89 @@
+//! S3 requests per object, counted by the store's own interceptor (every attempt, as S3 bills
+//! them) against moto: the count README's "S3 requests per object" documents, held here so
+//! that a change that adds a request is seen.
+
+use std::collections::BTreeMap;
+
+use export_fetcher::config::Config;
+use export_fetcher::handler;
+use export_fetcher::store::requests::since;
+use serde_json::{Value, json};
+
+use crate::aws::{Moto, REGION, env_with_sinks, queue};
+use crate::fixtures::{gzip, users_jsonl};
+use crate::lambda_s3::{BUCKET, make_bucket, put, versioned_bucket};
+
+fn notification(key: &str, size: usize) -> Value {
+    json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": REGION,
+        "eventTime": "2026-12-02T07:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": BUCKET},
+               "object": {"key": key, "size": size}}
+    }]})
+}
+
+fn batch_task(key: &str) -> Value {
+    json!({"invocationSchemaVersion": "2.0", "invocationId": "i", "job": {"id": "j"},
+           "tasks": [{"taskId": "t", "s3Bucket": BUCKET, "s3Key": key, "s3VersionId": null}]})
+}
+
+/// The requests one invocation makes, by operation.
+async fn requests_of(
+    env: &std::sync::Arc<export_fetcher::pipeline::Env>,
+    event: Value,
+) -> BTreeMap<String, u64> {
+    let before = env.s3.requests().snapshot();
+    handler::handle(env.clone(), event, None).await.unwrap();
+    since(&before, &env.s3.requests().snapshot())
+}
+
+fn total(counts: &BTreeMap<String, u64>) -> u64 {
+    counts.values().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_object_costs_the_documented_requests() {
+    for versioned in [false, true] {
+        let moto = Moto::start();
+        let s3 = moto.s3();
+        if versioned {
+            versioned_bucket(&s3, BUCKET).await;
+        } else {
+            make_bucket(&s3, BUCKET).await;
+        }
+        let url = queue(&moto, "manifests").await;
+        let with_sink = env_with_sinks(
+            &moto,
+            Config {
+                sqs_queue_url: Some(url),
+                ..Config::default()
+            },
+        );
+        let no_sink = env_with_sinks(&moto, Config::default());
+        let body = gzip(&users_jsonl(1, 10).bytes);
+        let key = "segment-export/seg/2024-05-01/p-1714550400/small.json.gz";
+        put(&s3, BUCKET, key, body.clone()).await;
+        let first = requests_of(&with_sink, notification(key, body.len())).await;
+        let duplicate = requests_of(&with_sink, notification(key, body.len())).await;
+        let key2 = "segment-export/seg/2024-05-01/p-1714550400/small-2.json.gz";
+        put(&s3, BUCKET, key2, body.clone()).await;
+        let unsunk = requests_of(&no_sink, notification(key2, body.len())).await;
+        let key3 = "segment-export/seg/2024-05-01/p-1714550400/small-3.json.gz";
+        put(&s3, BUCKET, key3, body.clone()).await;
+        let task = requests_of(&no_sink, batch_task(key3)).await;
+        println!(
+            "versioned={versioned}\n  new object, one sink: {first:?}\n  duplicate: {duplicate:?}\n  no sink: {unsunk:?}\n  batch task, no sink: {task:?}"
+        );
+        // New object, no sink: GET of the (absent) manifest, one ranged GET of the whole object
+        // (its headers stand for a HEAD), the part, the manifest; an unversioned source's part
+        // also costs a HEAD of its key (the condition it is written on).
+        let base = if versioned { 4 } else { 5 };
+        assert_eq!(total(&unsunk), base, "no sink: {unsunk:?}");
+        assert_eq!(unsunk.get("GetObject"), Some(&2), "{unsunk:?}");
+        assert_eq!(total(&task), base, "batch task: {task:?}");
+        // Each sink: the delivery claim and its record.
+        assert_eq!(total(&first), base + 2, "one sink: {first:?}");
+        // A duplicate: the manifest, a HEAD of the object, the delivery record.
+        assert_eq!(total(&duplicate), 3, "duplicate: {duplicate:?}");
+    }
+}
