@@ -131,7 +131,8 @@ pub async fn run(
         bar.inc();
         bar.message(|| {
             format!(
-                "{} of {}, {} failed",
+                "{:.0} objects/s, {} of {}, {} failed",
+                summary.objects() as f64 / started.elapsed().as_secs_f64().max(1e-3),
                 progress::bytes(done_bytes),
                 progress::bytes(total_bytes),
                 summary.failed()

@@ -33,7 +33,7 @@ impl Progress {
         let bar = ProgressBar::with_draw_target(Some(objects), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{bar:30}] {pos}/{len} objects, {per_sec}, ETA {eta} {msg}",
+                "{spinner} [{bar:30}] {pos}/{len} objects, ETA {eta}, {msg}",
             )
             .expect("valid template")
             .progress_chars("=> "),
