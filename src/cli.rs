@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::backfill::{self, location::S3Url};
 use crate::config::Config;
 use crate::manifest::{Source, Status};
 use crate::sanitize_for_log;
@@ -48,6 +49,11 @@ pub enum Command {
     /// The main job end to end with no AWS account: an embedded S3 server on loopback, sample Braze
     /// exports, their notifications through the real handler, a summary.
     Demo,
+    /// Run the function over objects already in a bucket: lists them (or reads an S3 Inventory
+    /// report), leaves out outputs and objects that already have a current manifest, and creates
+    /// an S3 Batch Operations job that invokes the function on each (or, with --local, processes
+    /// them on this machine).
+    Backfill(Box<BackfillArgs>),
     /// Print the IAM policy Braze documents for connecting BUCKET (for Braze's access-key method,
     /// or IAM set up by hand).
     BrazePolicy {
@@ -65,6 +71,114 @@ pub enum Command {
         #[arg(long)]
         data_export: bool,
     },
+}
+
+/// `export-fetcher backfill`.
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    /// The objects to backfill: s3://BUCKET or s3://BUCKET/PREFIX. With --from-inventory it is
+    /// optional and narrows the report to PREFIX.
+    #[arg(
+        value_name = "s3://BUCKET[/PREFIX]",
+        value_parser = backfill::parse_s3_url,
+        required_unless_present = "from_inventory"
+    )]
+    pub target: Option<S3Url>,
+    /// Read the objects from an S3 Inventory report (CSV or CSV.gz) instead of listing them.
+    #[arg(long, value_name = "s3://BUCKET/KEY/manifest.json", value_parser = backfill::parse_s3_url)]
+    pub from_inventory: Option<S3Url>,
+    /// Only keys that match GLOB (repeatable; `*` also matches `/`).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out keys that match GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Only objects last modified at or after DATE: 2025-04-01 (UTC) or 2025-04-01T17:00:00Z.
+    #[arg(long, value_name = "DATE", value_parser = backfill::select::parse_since)]
+    pub since: Option<aws_sdk_s3::primitives::DateTime>,
+    /// Index again objects that already have a current manifest (the job passes
+    /// reprocess=true to the function; the new manifest is the next generation).
+    #[arg(long)]
+    pub reprocess: bool,
+    /// Only objects whose manifest is `failed` (failures caused by the object itself only with
+    /// --reprocess).
+    #[arg(long)]
+    pub failed_only: bool,
+    /// Process the objects on this machine, through the same pipeline, instead of a Batch
+    /// Operations job.
+    #[arg(long, conflicts_with_all = [
+        "function_arn", "role_arn", "account_id", "stack", "confirmation_required", "dry_run"
+    ])]
+    pub local: bool,
+    /// Objects processed at once with --local (default: 8 per CPU, from 8 to 128).
+    #[arg(long, requires = "local", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: Option<u16>,
+    /// The function the job invokes (default with --stack: its FunctionArn output).
+    #[arg(long, value_name = "ARN")]
+    pub function_arn: Option<String>,
+    /// The role Batch Operations assumes (default with --stack: its BatchOperationsRoleArn
+    /// output).
+    #[arg(long, value_name = "ARN")]
+    pub role_arn: Option<String>,
+    /// The account that creates the job (default: the function ARN's).
+    #[arg(long, value_name = "ID")]
+    pub account_id: Option<String>,
+    /// Take the ARNs and the output location from this CloudFormation stack's outputs.
+    #[arg(long, value_name = "NAME")]
+    pub stack: Option<String>,
+    /// The job's priority (higher runs first).
+    #[arg(long, default_value_t = backfill::job::DEFAULT_PRIORITY)]
+    pub priority: i32,
+    /// Create the job suspended, waiting for a confirmation (S3 console, or
+    /// `aws s3control update-job-status --requested-job-status Ready`).
+    #[arg(long)]
+    pub confirmation_required: bool,
+    /// Write the CSV manifest, create no job, print the CreateJob request as JSON.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Runs `backfill`; returns the exit status.
+pub async fn backfill(args: BackfillArgs, cfg: Config) -> i32 {
+    use crate::backfill::plan::Origin;
+    use crate::backfill::{Options, Run, job::JobArgs, select::Mode};
+    let origin = match (args.from_inventory, args.target) {
+        (Some(manifest), within) => Origin::Inventory { manifest, within },
+        (None, Some(url)) => Origin::Listing(url),
+        (None, None) => {
+            eprintln!("export-fetcher: backfill needs s3://BUCKET[/PREFIX] or --from-inventory");
+            return EXIT_USAGE;
+        }
+    };
+    let run = if args.local {
+        Run::Local {
+            concurrency: args
+                .concurrency
+                .map_or_else(backfill::local::default_concurrency, usize::from),
+        }
+    } else {
+        Run::Job(JobArgs {
+            function_arn: args.function_arn,
+            role_arn: args.role_arn,
+            account_id: args.account_id,
+            stack: args.stack,
+            priority: args.priority,
+            confirmation_required: args.confirmation_required,
+            dry_run: args.dry_run,
+        })
+    };
+    let opts = Options {
+        origin,
+        include: args.include,
+        exclude: args.exclude,
+        since: args.since,
+        mode: Mode {
+            reprocess: args.reprocess,
+            failed_only: args.failed_only,
+        },
+        run,
+    };
+    backfill::run(opts, cfg).await
 }
 
 /// Runs `demo`; returns the exit status.

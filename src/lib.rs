@@ -22,9 +22,13 @@
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines, one per object, in the Lambda only.
 //! - `demo`: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler
 //!   (the `demo` feature: on for the command line, off in the Lambda build).
+//! - [`backfill`]: `export-fetcher backfill`: objects already in a bucket, through S3 Batch
+//!   Operations or on this machine.
 //! - [`braze_policy`]: the IAM policies Braze documents for a connected bucket.
-//! - [`cli`]: the `export-fetcher` command line (`index`, `invoke`, `demo`, `braze-policy`).
+//! - [`cli`]: the `export-fetcher` command line (`index`, `invoke`, `demo`, `backfill`,
+//!   `braze-policy`).
 
+pub mod backfill;
 pub mod braze_policy;
 pub mod cli;
 pub mod config;

@@ -60,6 +60,7 @@ fn main() {
             },
             Some(Command::Index { file, key, out }) => cli::index(file, key, out, cfg).await,
             Some(Command::Invoke { event }) => cli::invoke(event, cfg).await,
+            Some(Command::Backfill(args)) => cli::backfill(*args, cfg).await,
             Some(Command::Demo) => cli::demo(cfg).await,
             Some(Command::BrazePolicy {
                 bucket, currents, ..

@@ -22,8 +22,8 @@ use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput,
     CompleteMultipartUploadOutput, CreateBucketInput, CreateBucketOutput,
     CreateMultipartUploadInput, CreateMultipartUploadOutput, GetObjectInput, GetObjectOutput,
-    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, PutObjectInput,
-    PutObjectOutput, UploadPartInput, UploadPartOutput,
+    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListObjectsV2Input,
+    ListObjectsV2Output, PutObjectInput, PutObjectOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::service::S3ServiceBuilder;
 use s3s::{S3, S3Request, S3Response, S3Result};
@@ -239,6 +239,26 @@ impl S3 for ShortKeys {
         Self: 'async_trait,
     {
         Box::pin(self.fs.head_bucket(req))
+    }
+
+    /// Listed as `s3s-fs` lists them, with shortened keys named by their real key again (a
+    /// prefix that only a shortened key's real key matches finds nothing: `backfill` over such
+    /// keys needs a prefix that holds shorter ones too).
+    fn list_objects_v2<'life0, 'async_trait>(
+        &'life0 self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> Reply<'async_trait, ListObjectsV2Output>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let mut resp = self.fs.list_objects_v2(req).await?;
+            for object in resp.output.contents.iter_mut().flatten() {
+                object.key = object.key.take().map(|k| self.real_key(k));
+            }
+            Ok(resp)
+        })
     }
 
     keyed!(put_object, PutObjectInput, PutObjectOutput);

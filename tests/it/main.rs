@@ -1,6 +1,7 @@
 //! Integration tests for `export-fetcher` (one test binary: `cargo test --test it`).
 
 mod aws;
+mod backfill;
 mod batch_ops;
 mod deploy_artifact;
 mod exactly_once_ack;
