@@ -1,5 +1,5 @@
 //! `backfill --local`: this machine processes the picked objects itself, through the same
-//! pipeline as the Lambda function (`pipeline::process_event` on a synthesized object event, no
+//! pipeline as the Lambda function (`pipeline::process_task` on a synthesized object event, no
 //! deadline), many at a time.
 //!
 //! Resumable: a rerun lists again and skips objects whose manifest is current (the selection
@@ -18,7 +18,7 @@ use tracing::{Instrument, info_span};
 use super::progress::{self, Progress};
 use super::select::Listed;
 use super::summary::Summary;
-use crate::pipeline::{self, Env, ObjectOutcome};
+use crate::pipeline::{self, Env, Job, ObjectOutcome};
 use crate::trigger::{Envelope, ObjectEvent};
 
 /// The `event_name` of the objects `--local` processes, as their manifests record it.
@@ -62,20 +62,19 @@ pub fn event_of(obj: &Listed) -> ObjectEvent {
     }
 }
 
-/// The pipeline, for one object: the one place `--local` enters it.
-async fn process(env: &Env, ev: &ObjectEvent, reprocess: bool) -> ObjectOutcome {
-    // `--reprocess` reaches the pipeline once it takes the flag (see backfill::run's warning):
-    // until then an object whose manifest is current is answered as a duplicate.
-    let _ = reprocess;
-    pipeline::process_event(env, ev, None).await
+/// The pipeline, for one object: the one place `--local` enters it, as a task of `job` (the
+/// run's id is recorded in the manifests it writes; with `--reprocess` a current manifest is
+/// indexed again, once per run: a retry of the same run finds its own generation).
+async fn process(env: &Env, ev: &ObjectEvent, job: &Job) -> ObjectOutcome {
+    pipeline::process_task(env, ev, None, job).await
 }
 
 /// One object, with retries of retryable failures.
-async fn process_with_retries(env: &Env, ev: &ObjectEvent, reprocess: bool) -> ObjectOutcome {
+async fn process_with_retries(env: &Env, ev: &ObjectEvent, job: &Job) -> ObjectOutcome {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
-        let outcome = process(env, ev, reprocess).await;
+        let outcome = process(env, ev, job).await;
         if !matches!(outcome, ObjectOutcome::Retry { .. }) || attempt == ATTEMPTS {
             return outcome;
         }
@@ -101,16 +100,20 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let mut queue = objects.into_iter();
     let mut done_bytes = 0u64;
+    let job = Arc::new(Job {
+        id: Some(format!("local-{}", super::job::new_job_id())),
+        reprocess,
+    });
     loop {
         while tasks.len() < concurrency.max(1)
             && let Some(obj) = queue.next()
         {
             let env = env.clone();
+            let job = job.clone();
             let ev = event_of(&obj);
             let span = info_span!("object", bucket = %obj.bucket, key = %crate::sanitize_for_log(&obj.key));
-            let handle = tasks.spawn(
-                async move { process_with_retries(&env, &ev, reprocess).await }.instrument(span),
-            );
+            let handle = tasks
+                .spawn(async move { process_with_retries(&env, &ev, &job).await }.instrument(span));
             in_flight.insert(handle.id(), (obj.key, obj.size));
         }
         let Some(joined) = tasks.join_next_with_id().await else {

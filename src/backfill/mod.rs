@@ -202,12 +202,6 @@ async fn try_run(opts: Options, mut cfg: Config) -> Result<i32, BackfillError> {
     }
     match (&opts.run, job) {
         (Run::Local { concurrency }, _) => {
-            if opts.mode.reprocess {
-                eprintln!(
-                    "export-fetcher: backfill: --reprocess: objects whose manifest is current are \
-                     answered as duplicates by this build's pipeline (it does not index again yet)"
-                );
-            }
             let (summary, elapsed) =
                 local::run(env.clone(), plan.objects, *concurrency, opts.mode.reprocess).await;
             print!("{}", summary.render(elapsed));
