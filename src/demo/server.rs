@@ -74,6 +74,17 @@ impl Server {
         access_key: &str,
         secret_key: &str,
     ) -> Result<Server, String> {
+        Server::start_at(backend, root, access_key, secret_key, 0).await
+    }
+
+    /// Serves `root` with the given backend on `127.0.0.1:<port>` (`0`: a free port).
+    pub async fn start_at(
+        backend: Backend,
+        root: &Path,
+        access_key: &str,
+        secret_key: &str,
+        port: u16,
+    ) -> Result<Server, String> {
         let auth = SimpleAuth::from_single(access_key, secret_key);
         let service = match backend {
             Backend::Fs => {
@@ -94,9 +105,9 @@ impl Server {
                 b.build()
             }
         };
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
-            .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
         let addr = listener
             .local_addr()
             .map_err(|e| format!("cannot read the listening address: {e}"))?;

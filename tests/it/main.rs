@@ -1,6 +1,7 @@
 //! Integration tests for `export-fetcher` (one test binary: `cargo test --test it`).
 
 mod aws;
+mod cli_edges;
 mod exactly_once_ack;
 mod exactly_once_deadlines;
 mod exactly_once_versions;
