@@ -12,6 +12,7 @@ mod hostile_keys;
 mod hostile_zip;
 mod index_cli;
 mod lambda_s3;
+mod readme;
 mod reliability;
 mod runtime_api;
 mod sinks;
