@@ -3,8 +3,8 @@
 mod aws;
 mod backfill;
 mod batch_ops;
-mod deploy_artifact;
 mod cli_edges;
+mod deploy_artifact;
 mod exactly_once_ack;
 mod exactly_once_deadlines;
 mod exactly_once_versions;
