@@ -63,6 +63,25 @@ const NOT_RUN: &[(&str, &str)] = &[
         "export-fetcher s3-server",
         "named in prose; run with its flags by the `invoke` recipe",
     ),
+    (
+        "export-fetcher backfill",
+        "named in prose; it needs a bucket (the section's synopsis, docs/DEPLOY.md's walkthrough); \
+         tests/it/backfill.rs runs it against moto",
+    ),
+    (
+        "./scripts/sam-build.sh",
+        "installs aws-sam-cli, cargo-lambda and ziglang and makes two release builds: about 6.5 \
+         minutes cold, so not in CI; run by hand",
+    ),
+    (
+        "cargo lambda build --release",
+        "what scripts/sam-build.sh runs (see there)",
+    ),
+    ("sam build", "what scripts/sam-build.sh runs (see there)"),
+    (
+        "cargo build --release --example s3-server",
+        "a release build of the benchmark's servers; scripts/bench.sh builds and runs it",
+    ),
 ];
 
 /// Exit statuses other than 0 that the README says a command ends with.
