@@ -149,6 +149,12 @@ backfill_row() {
   mkdir -p "$WORK/runs/$label"
   echo "OUTPUT_PREFIX=$label/ $B backfill s3://bench/$prefix/ --local --concurrency $CONCURRENCY" > "$WORK/runs/$label/cmds"
   row "$label" "$endpoint" "$n"
+  # Its summary table (stdout): all N objects done with a complete manifest, none failed.
+  local out="$WORK/runs/$label/out-1.json"
+  awk -v n="$n" '$1 == "done" && $2 == n {d = 1} $1 == "complete" && $2 == n {c = 1} /^failed:/ {f = 1}
+    END {exit !(d && c && !f)}' "$out" \
+    || { echo "bench-many: $label: not all $n objects done with a complete manifest" >&2; cat "$out" >&2; exit 1; }
+  echo "bench-many: $label: $(grep 'objects/s' "$out")" >&2
 }
 
 for kind in big small; do
