@@ -162,3 +162,6 @@ for k, v in rows.items():
 print(f"\ncold start (process start → first Runtime API poll, median of 5): {sys.argv[2]} ms")
 print(f"stripped release binary: {int(sys.argv[3]) / 1e6:.1f} MB")
 PY
+
+# Many small objects (issue 13): 1,000 ~5 MB and 10,000 ~2 KB objects as Batch Operations events.
+if [ "${MANY:-}" = 1 ]; then BUILD=0 scripts/bench-many.sh; fi

@@ -11,7 +11,7 @@ lists one case a line:
 
 `expected` is `failed`, `partial`, `complete`, `any-not-complete` (anything but `complete`) or
 `any` (valid data where only the resource bounds are under test). Keys follow Braze's layouts
-(/work/shared/BRAZE-FORMATS.md) so that detection takes the path a real object would.
+(the case table in src/detect.rs) so that detection takes the path a real object would.
 
 Standard library only. Huge repetitive streams are built without compressing all of their bytes:
 a chunk is deflated once and ended with a full flush, which resets the compressor, so the next

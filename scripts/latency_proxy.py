@@ -4,13 +4,41 @@ emulate the per-request latency of a remote S3 in the benchmark (scripts/bench.s
 
 Usage: latency_proxy.py UPSTREAM_PORT DELAY_MS   (prints its own http://127.0.0.1:PORT)
 
+It counts the requests it forwards by S3 price class: on SIGUSR1 it prints one JSON line on stdout,
+{"GET": n, "HEAD": n, "PUT": n, "POST": n, "LIST": n, "DELETE": n, ...} since it started (LIST: a GET
+of a bucket, i.e. ListObjects; billed as a PUT-class request). scripts/bench-many.sh reads it.
+
 Requests are framed by Content-Length (what the S3 SDK sends for in-memory bodies); responses
 are passed through as they come. Only for local measurements: it listens on 127.0.0.1 alone.
 """
+import json
+import signal
 import socket
 import sys
 import threading
 import time
+
+
+COUNTS = {}
+COUNTS_LOCK = threading.Lock()
+
+
+def count(request_line):
+    """Counts one request by method; a GET of a bucket alone (`/bucket?list-type=2`) is LIST."""
+    parts = request_line.split(b" ")
+    method = parts[0].decode("ascii", "replace")
+    if method == "GET" and len(parts) > 1:
+        path = parts[1].split(b"?", 1)[0].strip(b"/")
+        if b"/" not in path:
+            method = "LIST"
+    with COUNTS_LOCK:
+        COUNTS[method] = COUNTS.get(method, 0) + 1
+
+
+def print_counts(*_):
+    with COUNTS_LOCK:
+        line = json.dumps(COUNTS, sort_keys=True)
+    print(line, flush=True)
 
 
 def pump(src, dst):
@@ -44,6 +72,7 @@ def handle(client, upstream, delay):
                     return
                 buf += b
             head, buf = buf.split(b"\r\n\r\n", 1)
+            count(head.split(b"\r\n", 1)[0])
             length = 0
             for line in head.split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
@@ -74,6 +103,7 @@ def handle(client, upstream, delay):
 
 def main():
     upstream, delay = int(sys.argv[1]), float(sys.argv[2]) / 1000
+    signal.signal(signal.SIGUSR1, print_counts)
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))

@@ -17,11 +17,44 @@ use crate::store::local::{LocalDir, LocalFile};
 use crate::store::{ObjectSource, PartWriter};
 use crate::{handler, pipeline};
 
+/// Shown after `--help`: what configures the commands, and what they exit with.
+const AFTER_HELP: &str = "\
+Configuration (environment variables; a bad value stops `index`, `invoke`, `demo` and the Lambda
+with exit status 2, naming the variable; the README's Configuration table has the details):
+  OUTPUT_BUCKET                 where parts and manifests go (default: the source bucket)
+  OUTPUT_PREFIX                 prefix of every output key (default: export-fetcher/)
+  WRITE_PARTS                   write the decompressed parts (default: true)
+  OUTPUT_SSE                    none, AES256 or aws:kms on everything written (default: none)
+  OUTPUT_SSE_KMS_KEY_ID         the KMS key for OUTPUT_SSE=aws:kms
+  INCLUDE_KEYS, EXCLUDE_KEYS    comma-separated globs on the source key (* also matches /)
+  MAX_OBJECT_BYTES              larger objects are not read (default: 16G)
+  MAX_EXPANDED_BYTES            decompressed bytes of one object (default: 64G)
+  MAX_EXPANSION_RATIO           decompressed / compressed bytes (default: 250)
+  MAX_ARCHIVE_ENTRIES           entries a zip may hold (default: 10000)
+  MAX_RECORD_BYTES              the longest record held in memory (default: 32M)
+  OFFSET_INTERVAL               records between two index offsets (default: 10000)
+  SNS_TOPIC_ARN, SQS_QUEUE_URL, EVENT_BUS_NAME, WEBHOOK_URL, WEBHOOK_SECRET
+                                where `invoke` and the Lambda forward each manifest
+  AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3
+                                another S3 endpoint for `invoke` (path-style; without AWS_REGION
+                                and credentials it uses us-east-1 and local dummy credentials)
+  RUST_LOG (or AWS_LAMBDA_LOG_LEVEL), AWS_LAMBDA_LOG_FORMAT=JSON
+                                log level (default: warn; error for `index`) and format, on stderr
+  AWS_LAMBDA_RUNTIME_API        set by Lambda: the binary serves the Lambda runtime instead
+
+Exit status:
+  0  done: `index` wrote a complete manifest; `invoke`: no message or object is to be retried;
+     `demo`: every sample got the status it should
+  1  not done: `index`: the manifest is partial or failed; `invoke`: the response lists
+     batchItemFailures or the invocation failed (retryable); `demo`: a check failed
+  2  usage error: bad flags, an unreadable file or event, an unusable --out, bad configuration";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "export-fetcher",
     version,
-    about = "Index, decompress and forward the files Braze writes to S3"
+    about = "Index, decompress and forward the files Braze writes to S3",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -41,8 +74,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// Run the Lambda handler once on an event file against the configured AWS endpoints
-    /// (`AWS_ENDPOINT_URL` works for a local S3); print the handler's response.
+    /// Run the Lambda handler once on an event file; print the handler's response.
+    ///
+    /// Runs against the configured AWS endpoints; `AWS_ENDPOINT_URL` works for a local S3 (such
+    /// as `s3-server`). Exit status 1 when the response lists batchItemFailures or the
+    /// invocation failed.
     Invoke {
         /// A Lambda event (see `events/`).
         event: PathBuf,
@@ -50,6 +86,24 @@ pub enum Command {
     /// The main job end to end with no AWS account: an embedded S3 server on loopback, sample Braze
     /// exports, their notifications through the real handler, a summary.
     Demo,
+    /// Serve a folder as a local S3 endpoint on 127.0.0.1, for `invoke` without AWS.
+    ///
+    /// The demo's server (s3s-fs): uploads the given files, prints
+    /// `ready <endpoint>` and serves until stopped. Requests must be signed with
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY when set, else with the pair `invoke` uses
+    /// against a local endpoint when no credentials are configured.
+    S3Server {
+        /// The folder that holds the buckets.
+        #[arg(long)]
+        root: PathBuf,
+        /// The port to listen on (0: a free one, printed in the `ready` line).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Upload FILE as BUCKET/KEY first (the bucket is created; FILE follows the last `=`);
+        /// repeatable.
+        #[arg(long = "put", value_name = "BUCKET/KEY=FILE")]
+        puts: Vec<String>,
+    },
     /// Run the function over objects already in a bucket: lists them (or reads an S3 Inventory
     /// report), leaves out outputs and objects that already have a current manifest, and creates
     /// an S3 Batch Operations job that invokes the function on each (or, with --local, processes
@@ -57,38 +111,23 @@ pub enum Command {
     #[cfg(feature = "backfill")]
     Backfill(Box<BackfillArgs>),
     /// Print the IAM policy Braze documents for connecting BUCKET (for Braze's access-key method,
-    /// or IAM set up by hand).
+    /// or IAM set up by hand). One of --currents or --data-export is required.
+    #[command(group(
+        clap::ArgGroup::new("purpose")
+            .args(["currents", "data_export"])
+            .required(true)
+    ))]
     BrazePolicy {
         /// The bucket connected to Braze.
         #[arg(long)]
         bucket: String,
         /// Currents: ListBucket, GetBucketLocation, PutObject, GetObject.
-        #[arg(
-            long,
-            conflicts_with = "data_export",
-            required_unless_present = "data_export"
-        )]
+        #[arg(long)]
         currents: bool,
         /// Dashboard data export: the same plus DeleteObject.
         #[arg(long)]
         data_export: bool,
     },
-}
-
-/// Runs `demo`; returns the exit status.
-#[cfg(feature = "demo")]
-pub async fn demo(cfg: Config) -> i32 {
-    crate::demo::run(cfg).await
-}
-
-/// `demo` in a build without the `demo` feature (the Lambda build): says so.
-#[cfg(not(feature = "demo"))]
-pub async fn demo(_cfg: Config) -> i32 {
-    eprintln!(
-        "export-fetcher: this build has no demo (built without the `demo` feature, as for Lambda); \
-         run `cargo run --release -- demo` from the source tree"
-    );
-    EXIT_USAGE
 }
 
 /// `export-fetcher backfill`.
@@ -201,6 +240,95 @@ pub async fn backfill(args: BackfillArgs, cfg: Config) -> i32 {
     backfill::run(opts, cfg).await
 }
 
+/// Runs `s3-server`: serves until the process is stopped; returns only on an error.
+#[cfg(feature = "demo")]
+pub async fn s3_server(root: PathBuf, port: u16, puts: Vec<String>) -> i32 {
+    use crate::demo::server::Server;
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| LOCAL_ACCESS_KEY.into());
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| LOCAL_SECRET_KEY.into());
+    if let Err(e) = std::fs::create_dir_all(&root) {
+        eprintln!("export-fetcher: cannot create {}: {e}", root.display());
+        return EXIT_USAGE;
+    }
+    let server = match Server::start_at(&root, &key, &secret, port).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("export-fetcher: {e}");
+            return EXIT_NOT_COMPLETE;
+        }
+    };
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(LOCAL_REGION))
+            .credentials_provider(Credentials::new(&key, &secret, None, None, "local"))
+            .endpoint_url(server.endpoint())
+            .force_path_style(true)
+            .build(),
+    );
+    for put in &puts {
+        // Keys hold `=` (Currents' `event_type=…/date=…`): the file is after the last one.
+        let Some((target, file)) = put.rsplit_once('=') else {
+            eprintln!("export-fetcher: --put takes BUCKET/KEY=FILE, not {put:?}");
+            return EXIT_USAGE;
+        };
+        let Some((bucket, key)) = target.split_once('/') else {
+            eprintln!("export-fetcher: --put takes BUCKET/KEY=FILE, not {put:?}");
+            return EXIT_USAGE;
+        };
+        let _ = client.create_bucket().bucket(bucket).send().await;
+        let body = match aws_sdk_s3::primitives::ByteStream::from_path(file).await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("export-fetcher: cannot read {file}: {e}");
+                return EXIT_USAGE;
+            }
+        };
+        if let Err(e) = client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+        {
+            eprintln!("export-fetcher: uploading {file} failed: {e:?}");
+            return EXIT_NOT_COMPLETE;
+        }
+    }
+    println!("ready {}", server.endpoint());
+    std::future::pending::<()>().await;
+    server.stop().await;
+    EXIT_OK
+}
+
+/// `s3-server` in a build without the `demo` feature (the Lambda build): says so.
+#[cfg(not(feature = "demo"))]
+pub async fn s3_server(_root: PathBuf, _port: u16, _puts: Vec<String>) -> i32 {
+    eprintln!(
+        "export-fetcher: this build has no local S3 server (built without the `demo` feature, \
+         as for Lambda); run it from the source tree with `cargo run --release -- s3-server`"
+    );
+    EXIT_USAGE
+}
+
+/// Runs `demo`; returns the exit status.
+#[cfg(feature = "demo")]
+pub async fn demo(cfg: Config) -> i32 {
+    crate::demo::run(cfg).await
+}
+
+/// `demo` in a build without the `demo` feature (the Lambda build): says so.
+#[cfg(not(feature = "demo"))]
+pub async fn demo(_cfg: Config) -> i32 {
+    eprintln!(
+        "export-fetcher: this build has no demo (built without the `demo` feature, as for Lambda); \
+         run `cargo run --release -- demo` from the source tree"
+    );
+    EXIT_USAGE
+}
+
 /// Runs `braze-policy`; returns the exit status.
 pub fn braze_policy(bucket: &str, currents: bool) -> i32 {
     use crate::braze_policy::{Purpose, check_bucket_name, policy};
@@ -220,12 +348,106 @@ pub fn braze_policy(bucket: &str, currents: bool) -> i32 {
     EXIT_OK
 }
 
-/// Exit status: 0 complete, 1 partial or failed, 2 usage error.
+/// Exit status: done (`index`: complete; `invoke`: nothing to retry).
 pub const EXIT_OK: i32 = 0;
+/// Exit status: not done (`index`: partial or failed; `invoke`: something is to be retried).
 pub const EXIT_NOT_COMPLETE: i32 = 1;
+/// Exit status: bad flags, an unreadable input, an unusable `--out`, bad configuration.
 pub const EXIT_USAGE: i32 = 2;
 
-/// Runs `invoke`; returns the exit status (0 when the handler succeeded, 1 when it failed).
+/// The variables that point the SDK at another endpoint than AWS's (a local S3, usually).
+const ENDPOINT_URL_VARS: [&str; 2] = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"];
+/// The region `invoke` uses against a custom endpoint when none is configured.
+pub const LOCAL_REGION: &str = "us-east-1";
+/// The credentials `invoke` signs with against a custom endpoint when none are configured, and
+/// that `s3-server` accepts when AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not set.
+pub const LOCAL_ACCESS_KEY: &str = "local";
+pub const LOCAL_SECRET_KEY: &str = "local-secret";
+
+/// Whether an endpoint URL variable is set (and not empty).
+fn endpoint_url_set(var: impl Fn(&str) -> Option<String>) -> bool {
+    ENDPOINT_URL_VARS
+        .iter()
+        .any(|v| var(v).is_some_and(|s| !s.trim().is_empty()))
+}
+
+/// The AWS configuration `invoke` runs with against a custom endpoint: the region and the
+/// credentials from the environment or the profile files (`AWS_PROFILE`, SSO, web identity and
+/// ECS included), else [`LOCAL_REGION`] and the dummy pair [`LOCAL_ACCESS_KEY`] (said on
+/// stderr). The EC2 instance metadata service is never asked: off EC2 it only times out, and a
+/// local endpoint wants neither.
+async fn local_sdk_config() -> aws_config::SdkConfig {
+    use aws_config::meta::credentials::CredentialsProviderChain;
+    use aws_config::meta::region::RegionProviderChain;
+    use aws_sdk_s3::config::{Credentials, ProvideCredentials, SharedCredentialsProvider};
+    let region = RegionProviderChain::first_try(
+        aws_config::environment::region::EnvironmentVariableRegionProvider::new(),
+    )
+    .or_else(aws_config::profile::ProfileFileRegionProvider::builder().build())
+    .or_else(aws_config::Region::new(LOCAL_REGION));
+    let configured = CredentialsProviderChain::first_try(
+        "Environment",
+        aws_config::environment::credentials::EnvironmentVariableCredentialsProvider::new(),
+    )
+    .or_else(
+        "Profile",
+        aws_config::profile::ProfileFileCredentialsProvider::builder().build(),
+    )
+    .or_else(
+        "WebIdentityToken",
+        aws_config::web_identity_token::WebIdentityTokenCredentialsProvider::builder().build(),
+    )
+    .or_else(
+        "EcsContainer",
+        aws_config::ecs::EcsCredentialsProvider::builder().build(),
+    );
+    let credentials = if configured.provide_credentials().await.is_ok() {
+        SharedCredentialsProvider::new(configured)
+    } else {
+        eprintln!(
+            "export-fetcher: no AWS credentials configured: signing with the dummy pair \
+             {LOCAL_ACCESS_KEY}/{LOCAL_SECRET_KEY} for the endpoint URL (what `s3-server` \
+             accepts by default)"
+        );
+        SharedCredentialsProvider::new(Credentials::new(
+            LOCAL_ACCESS_KEY,
+            LOCAL_SECRET_KEY,
+            None,
+            None,
+            "export-fetcher-local",
+        ))
+    };
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(credentials)
+        .load()
+        .await
+}
+
+/// The handler's environment for `invoke`: against AWS (no endpoint URL set) exactly as in
+/// Lambda ([`handler::build_env`], the SDK's default chains); against a custom endpoint with
+/// [`local_sdk_config`] and path-style S3 addressing.
+async fn invoke_env(cfg: Config) -> Result<pipeline::Env, crate::config::ConfigError> {
+    if !endpoint_url_set(|v| std::env::var(v).ok()) {
+        return handler::build_env(cfg).await;
+    }
+    let shared = local_sdk_config().await;
+    let s3 = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(true)
+        .build();
+    let sinks = handler::sinks_from_config(
+        &cfg,
+        aws_sdk_sns::Client::new(&shared),
+        aws_sdk_sqs::Client::new(&shared),
+        aws_sdk_eventbridge::Client::new(&shared),
+    )?;
+    Ok(handler::env_with_clients(cfg, aws_sdk_s3::Client::from_conf(s3))?.with_sinks(sinks))
+}
+
+/// Runs `invoke`; returns the exit status: 0 when nothing is to be retried, 1 when the SQS
+/// response lists `batchItemFailures` or the invocation failed, 2 for an unusable event file
+/// or configuration. The reason for each retry is logged (a `WARN` line per object) and not
+/// repeated.
 pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
     let text = match std::fs::read_to_string(&event) {
         Ok(t) => t,
@@ -241,7 +463,7 @@ pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let env = match handler::build_env(cfg).await {
+    let env = match invoke_env(cfg).await {
         Ok(env) => Arc::new(env),
         Err(e) => {
             eprintln!("export-fetcher: {e}");
@@ -254,16 +476,36 @@ pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
                 "{}",
                 serde_json::to_string_pretty(&response).unwrap_or_default()
             );
-            EXIT_OK
+            let failures = response["batchItemFailures"].as_array().map_or(0, Vec::len);
+            if failures == 0 {
+                return EXIT_OK;
+            }
+            eprintln!(
+                "export-fetcher: {failures} message(s) to be retried (batchItemFailures; the \
+                 reasons are logged above)"
+            );
+            EXIT_NOT_COMPLETE
         }
         Err(e) => {
+            // An event that is no trigger at all is a bad input file; a retryable failure was
+            // logged object by object (`object will be retried`): say only that it failed.
+            let code = match &e {
+                handler::HandlerError::Unrecognised(_) => EXIT_USAGE,
+                handler::HandlerError::Retryable { .. } => EXIT_NOT_COMPLETE,
+            };
+            let summary = match &e {
+                handler::HandlerError::Unrecognised(_) => e.to_string(),
+                handler::HandlerError::Retryable { .. } => {
+                    "the invocation failed: retryable (the reasons are logged above)".to_string()
+                }
+            };
             let diagnostic = lambda_runtime::Diagnostic::from(e);
             println!(
                 "{}",
                 serde_json::json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message})
             );
-            eprintln!("export-fetcher: {}", diagnostic.error_message);
-            EXIT_NOT_COMPLETE
+            eprintln!("export-fetcher: {summary}");
+            code
         }
     }
 }
@@ -341,8 +583,38 @@ fn progress_bar(
     Some((bar, task))
 }
 
+/// Makes sure `--out DIR` can take the outputs before any work: created if missing, and a
+/// directory that a file can be created in (a path to a file, under a file or in a read-only
+/// place is refused).
+fn check_out_dir(dir: &std::path::Path) -> Result<(), String> {
+    if dir.exists() && !dir.is_dir() {
+        return Err("exists and is not a directory".into());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    let probe = dir.join(format!(
+        ".export-fetcher-write-check-{}",
+        std::process::id()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| format!("cannot write in it: {e}"))?;
+    std::fs::remove_file(&probe).map_err(|e| format!("cannot write in it: {e}"))
+}
+
 /// Runs `index`; returns the exit status.
 pub async fn index(file: PathBuf, key: Option<String>, out: Option<PathBuf>, cfg: Config) -> i32 {
+    if key.as_deref().is_some_and(str::is_empty) {
+        eprintln!("export-fetcher: --key must not be empty (it is the S3 key the file stands for)");
+        return EXIT_USAGE;
+    }
+    if let Some(dir) = &out
+        && let Err(e) = check_out_dir(dir)
+    {
+        eprintln!("export-fetcher: --out {}: {e}", dir.display());
+        return EXIT_USAGE;
+    }
     let source = match LocalFile::open(&file) {
         Ok(s) => s,
         Err(e) => {
@@ -356,10 +628,6 @@ pub async fn index(file: PathBuf, key: Option<String>, out: Option<PathBuf>, cfg
         inner: source,
         read,
     };
-    if key.as_deref().is_some_and(str::is_empty) {
-        eprintln!("export-fetcher: --key must not be empty (it is the S3 key the file stands for)");
-        return EXIT_USAGE;
-    }
     let key = key.unwrap_or_else(|| {
         file.file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -1,7 +1,8 @@
 //! Typed configuration from the environment, validated once at start-up with clear errors.
 //!
-//! The variable names are a public contract (DESIGN.md); every variable has a default so that
-//! `export-fetcher index` works with an empty environment.
+//! The variable names are a public contract (the README's "Configuration" table, and
+//! `template.yaml` sets them); every variable has a default so that `export-fetcher index` works
+//! with an empty environment.
 
 use std::collections::HashMap;
 
@@ -191,18 +192,29 @@ impl Config {
             output_bucket: get("OUTPUT_BUCKET"),
             ..Config::default()
         };
-        if let Some(prefix) = vars.get("OUTPUT_PREFIX") {
-            let prefix = prefix.trim().trim_start_matches('/');
+        if let Some(raw) = vars.get("OUTPUT_PREFIX") {
+            let prefix = raw.trim().trim_start_matches('/');
             cfg.output_prefix = if prefix.is_empty() || prefix.ends_with('/') {
                 prefix.to_string()
             } else {
                 format!("{prefix}/")
             };
             if cfg.output_prefix.is_empty() {
+                // Name the value as it was given: `/` is not empty, but it normalises to the
+                // empty prefix (S3 keys do not start with `/`, so leading slashes are dropped).
+                let normalised = if raw.trim().is_empty() {
+                    "must not be empty"
+                } else {
+                    "leaves an empty prefix once its leading `/` are dropped (S3 keys do not \
+                     start with `/`), which would put outputs at the top of the bucket"
+                };
                 return Err(ConfigError {
                     name: "OUTPUT_PREFIX",
-                    value: prefix.to_string(),
-                    reason: "must not be empty: the output prefix is what keeps outputs from being processed again".into(),
+                    value: raw.clone(),
+                    reason: format!(
+                        "{normalised}: the output prefix is what keeps outputs from being \
+                         processed again; unset it for the default `export-fetcher/`"
+                    ),
                 });
             }
             if cfg.output_prefix.len() > MAX_OUTPUT_PREFIX_BYTES {
@@ -456,6 +468,22 @@ mod tests {
         let too_long = "p".repeat(MAX_OUTPUT_PREFIX_BYTES);
         let err = Config::from_vars(&vars(&[("OUTPUT_PREFIX", &too_long)])).unwrap_err();
         assert_eq!(err.name, "OUTPUT_PREFIX");
+    }
+
+    /// `OUTPUT_PREFIX=/` used to be reported as `OUTPUT_PREFIX=""`: the message names the value
+    /// given and says what it normalises to.
+    #[test]
+    fn output_prefix_of_slashes_is_named_as_given() {
+        for raw in ["/", "//", " / "] {
+            let err = Config::from_vars(&vars(&[("OUTPUT_PREFIX", raw)])).unwrap_err();
+            assert_eq!(err.value, raw, "{err}");
+            assert!(err.reason.contains("leaves an empty prefix"), "{err}");
+            assert!(err.reason.contains("export-fetcher/"), "{err}");
+        }
+        let err = Config::from_vars(&vars(&[("OUTPUT_PREFIX", "")])).unwrap_err();
+        assert!(err.reason.starts_with("must not be empty"), "{err}");
+        let cfg = Config::from_vars(&vars(&[("OUTPUT_PREFIX", "/out")])).unwrap();
+        assert_eq!(cfg.output_prefix, "out/");
     }
 
     #[test]

@@ -30,10 +30,11 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Objects in flight by default: 32 per CPU, at least 16 and at most 128.
 ///
-/// A small object spends its time waiting on S3, not on the CPU: the pipeline makes about eight
-/// requests in a row for one (HEAD, the manifest read, GETs, the part and the conditional
-/// manifest write), and the decoding runs on the blocking pool. Measured on 2 cores with 1,000
-/// message archives and 20 ms per request (docs/DEPLOY.md): 24 objects/s at 4 in flight, 99 at
+/// A small object spends its time waiting on S3, not on the CPU: the pipeline makes several
+/// requests in a row for one (the manifest read, HEAD, GET, the part and the conditional
+/// manifest write: five, BENCHMARKS.md), and the decoding runs on the blocking pool. Measured on
+/// 2 cores with 1,000 message archives and 20 ms per request (docs/DEPLOY.md; a build from
+/// before the request cuts, about eight requests an object): 24 objects/s at 4 in flight, 99 at
 /// 16, 184 at 32, 239 at 64, 213 at 128, so 32 per core. The cap bounds memory: an object in
 /// flight holds at most three 8 MiB part buffers and its read-ahead, about 26 MiB, so 128 large
 /// exports stay near 3.3 GiB; a small object holds about 1 MiB.

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::handler;
-use crate::manifest::{Manifest, Status, manifest_key};
+use crate::manifest::{FailureCause, Manifest, Status, manifest_key};
 
 use samples::Sample;
 use server::Server;
@@ -135,6 +135,7 @@ pub async fn against(
     let s3 = client(&server.endpoint());
     let out_bucket = cfg.output_bucket.clone().unwrap_or_else(|| BUCKET.into());
     let prefix = cfg.output_prefix.clone();
+    let write_parts = cfg.write_parts;
     println!(
         "export-fetcher demo: an S3 server ({label}) on {}, storing in {}",
         server.endpoint(),
@@ -234,8 +235,8 @@ pub async fn against(
     for row in &rows {
         problems.extend(check(row));
         if let Some(m) = &row.manifest
-            && m.status == Status::Failed
             && row.sample.expect.status == Status::Failed
+            && failed_for_its_bytes(m)
         {
             let why = m
                 .errors
@@ -291,7 +292,10 @@ pub async fn against(
         problems.push(e);
     }
     println!();
-    print!("{}", locations(dir, &out_bucket, &prefix, &rows, keep));
+    print!(
+        "{}",
+        locations(dir, &out_bucket, &prefix, write_parts, &rows, keep)
+    );
     println!();
     if problems.is_empty() {
         println!(
@@ -531,9 +535,24 @@ fn check(row: &Row) -> Vec<String> {
         Status::Failed if m.errors.is_empty() => {
             problems.push(format!("{name}: failed without saying why"));
         }
+        // The sample that must fail is corrupt: failing for another reason (a limit crossed
+        // first, with `MAX_OBJECT_BYTES` set low) is not the failure it should show.
+        Status::Failed if m.status == Status::Failed && !failed_for_its_bytes(m) => {
+            let cause = m.failure.map_or("none", |f| f.cause.as_str());
+            let why = m.errors.first().map_or("", |e| e.message.as_str());
+            problems.push(format!(
+                "{name}: failed with cause {cause} ({why}), not for its own corrupt bytes \
+                 (cause object): something else stopped it first"
+            ));
+        }
         _ => {}
     }
     problems
+}
+
+/// Whether a `failed` manifest blames the object's own bytes (cause `object`).
+fn failed_for_its_bytes(m: &Manifest) -> bool {
+    m.status == Status::Failed && m.failure.is_some_and(|f| f.cause == FailureCause::Object)
 }
 
 /// The summary table, aligned.
@@ -674,16 +693,27 @@ async fn download_all(
 }
 
 /// Where to look: the layout, the folder and one example.
-fn locations(dir: &Path, out_bucket: &str, prefix: &str, rows: &[Row], keep: bool) -> String {
+fn locations(
+    dir: &Path,
+    out_bucket: &str,
+    prefix: &str,
+    write_parts: bool,
+    rows: &[Row],
+    keep: bool,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
         "Manifests: s3://{out_bucket}/{prefix}manifests/<source key>.manifest.json"
     );
-    let _ = writeln!(
-        s,
-        "Parts:     s3://{out_bucket}/{prefix}parts/<source key>/<part name>"
-    );
+    if write_parts {
+        let _ = writeln!(
+            s,
+            "Parts:     s3://{out_bucket}/{prefix}parts/<source key>/<part name>"
+        );
+    } else {
+        let _ = writeln!(s, "Parts:     none written (WRITE_PARTS=false)");
+    }
     if !keep {
         let _ = writeln!(
             s,
@@ -692,30 +722,40 @@ fn locations(dir: &Path, out_bucket: &str, prefix: &str, rows: &[Row], keep: boo
         );
         return s;
     }
-    let _ = writeln!(
-        s,
-        "Downloaded, with the samples, to {}/<bucket>/<key>; for example:",
-        dir.display()
-    );
-    if let Some(row) = rows.iter().find(|r| {
-        r.manifest
-            .as_ref()
-            .is_some_and(|m| m.status == Status::Complete && m.parts.len() > 1)
-    }) {
-        let manifest = dir
-            .join(out_bucket)
-            .join(manifest_key(prefix, &row.sample.key));
-        let _ = writeln!(s, "  {}", manifest.display());
-        if let Some(m) = &row.manifest {
-            for part in &m.parts {
-                if let Some(output) = &part.output {
-                    let _ = writeln!(
-                        s,
-                        "  {}",
-                        dir.join(&output.bucket).join(&output.key).display()
-                    );
-                }
+    // A complete manifest with several parts shows the most; any manifest will do.
+    let example = rows
+        .iter()
+        .find(|r| {
+            r.manifest
+                .as_ref()
+                .is_some_and(|m| m.status == Status::Complete && m.parts.len() > 1)
+        })
+        .or_else(|| rows.iter().find(|r| r.manifest.is_some()));
+    match example.and_then(|row| row.manifest.as_ref().map(|m| (row, m))) {
+        Some((row, m)) => {
+            let _ = writeln!(
+                s,
+                "Downloaded, with the samples, to {}/<bucket>/<key>; for example:",
+                dir.display()
+            );
+            let manifest = dir
+                .join(out_bucket)
+                .join(manifest_key(prefix, &row.sample.key));
+            let _ = writeln!(s, "  {}", manifest.display());
+            for output in m.parts.iter().filter_map(|p| p.output.as_ref()) {
+                let _ = writeln!(
+                    s,
+                    "  {}",
+                    dir.join(&output.bucket).join(&output.key).display()
+                );
             }
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "Downloaded the samples to {}/<bucket>/<key> (no manifest was written).",
+                dir.display()
+            );
         }
     }
     let _ = writeln!(

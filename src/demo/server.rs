@@ -43,13 +43,23 @@ impl Server {
     /// Serves `root` with `s3s-fs` on `127.0.0.1:<free port>`, accepting requests signed with
     /// this key pair.
     pub async fn start(root: &Path, access_key: &str, secret_key: &str) -> Result<Server, String> {
+        Server::start_at(root, access_key, secret_key, 0).await
+    }
+
+    /// [`Server::start`] on `127.0.0.1:<port>` (`0`: a free port).
+    pub async fn start_at(
+        root: &Path,
+        access_key: &str,
+        secret_key: &str,
+        port: u16,
+    ) -> Result<Server, String> {
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|e| format!("cannot serve {}: {e:?}", root.display()))?;
         let store = ShortKeys {
             fs,
             long_keys: Mutex::new(HashMap::new()),
         };
-        Server::serve(store, access_key, secret_key).await
+        Server::serve_at(store, access_key, secret_key, port).await
     }
 
     /// Serves any `s3s` backend on `127.0.0.1:<free port>` (the benchmark's plain-file one,
@@ -59,12 +69,22 @@ impl Server {
         access_key: &str,
         secret_key: &str,
     ) -> Result<Server, String> {
+        Server::serve_at(store, access_key, secret_key, 0).await
+    }
+
+    /// [`Server::serve`] on `127.0.0.1:<port>` (`0`: a free port).
+    pub async fn serve_at(
+        store: impl S3,
+        access_key: &str,
+        secret_key: &str,
+        port: u16,
+    ) -> Result<Server, String> {
         let mut builder = S3ServiceBuilder::new(store);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
         let service = builder.build();
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
-            .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
         let addr = listener
             .local_addr()
             .map_err(|e| format!("cannot read the listening address: {e}"))?;

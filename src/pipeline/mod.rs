@@ -1,6 +1,6 @@
-//! The pipeline, in the order data flows: [`event`] decides what one object-created event needs
-//! (version rules, existing manifests, the conditional manifest write), [`object`] indexes the
-//! object (decode, index, write parts; the failure policy), and [`forward`] sends the written
+//! The pipeline, in the order data flows: `event` decides what one object-created event needs
+//! (version rules, existing manifests, the conditional manifest write), `object` indexes the
+//! object (decode, index, write parts; the failure policy), and `forward` sends the written
 //! manifest to the sinks exactly once. `event` calls the other two; they call nothing back.
 //! The types they share (the environment, the outcome of one event) live here.
 

@@ -106,8 +106,9 @@ pub enum StoreError {
     /// Worth retrying: network, throttling, 5xx.
     #[error("{0}")]
     Transient(String),
-    /// Access denied, or a KMS key that cannot be used: a property of the environment (IAM, a
-    /// key policy, a disabled key), never of the object. Retried like a transient failure, so a
+    /// Access denied, a KMS key that cannot be used, or a bucket that does not exist
+    /// (`NoSuchBucket`): a property of the environment (IAM, a key policy, a disabled key, a
+    /// wrong bucket name), never of the object. Retried like a transient failure, so a
     /// missing `kms:Decrypt` ends in the DLQ, redrivable once the permission is fixed, rather
     /// than in a `failed` manifest; not resumed on the spot (it does not heal in seconds).
     #[error("{0}")]

@@ -222,14 +222,15 @@ impl S3Store {
         &self.client
     }
 
-    /// HEAD of the object; `NotFound` when it does not exist (any more).
+    /// HEAD of the object; `NotFound` when it does not exist (any more), `Denied` naming
+    /// `NoSuchBucket` when its bucket does not exist.
     pub async fn head(
         &self,
         bucket: &str,
         key: &str,
         version_id: Option<&str>,
     ) -> Result<ObjectInfo, StoreError> {
-        let out = self
+        let head = self
             .client
             .head_object()
             .bucket(bucket)
@@ -239,7 +240,18 @@ impl S3Store {
             .config_override(Bound::current().config(0, "HeadObject")?)
             .send()
             .await
-            .map_err(|e| classify(e, "HeadObject", key))?;
+            .map_err(|e| classify(e, "HeadObject", bucket, key));
+        let out = match head {
+            Ok(out) => out,
+            // A HEAD answer has no body, so no error code: a 404 may be the bucket's.
+            Err(StoreError::NotFound(m)) => {
+                return Err(self
+                    .missing_bucket(bucket)
+                    .await
+                    .unwrap_or(StoreError::NotFound(m)));
+            }
+            Err(e) => return Err(e),
+        };
         Ok(ObjectInfo {
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -279,7 +291,7 @@ impl S3Store {
             Err(e) => {
                 // A request cut by the invocation deadline says so.
                 Bound::current().check("reading the object")?;
-                return Err(classify(e, "GetObject", key));
+                return Err(classify(e, "GetObject", bucket, key));
             }
         };
         // `bytes 0-N/TOTAL`: the object's size; without it the body is the whole object.
@@ -316,6 +328,21 @@ impl S3Store {
             info,
             body: Some(body),
         })
+    }
+
+    /// `NoSuchBucket` (as [`StoreError::Denied`]) when `HeadBucket` says the bucket does not
+    /// exist; `None` when it does, or cannot say.
+    async fn missing_bucket(&self, bucket: &str) -> Option<StoreError> {
+        let answer = self
+            .client
+            .head_bucket()
+            .bucket(bucket)
+            .customize()
+            .config_override(Bound::current().config(0, "HeadBucket").ok()?)
+            .send()
+            .await;
+        let status = answer.err()?.raw_response().map(|r| r.status().as_u16());
+        (status == Some(404)).then(|| no_such_bucket(bucket))
     }
 
     /// A blocking, range-readable view of the object for the pipeline.
@@ -363,7 +390,7 @@ impl S3Store {
         {
             Ok(out) => out,
             Err(e) => {
-                return match classify(e, "GetObject", key) {
+                return match classify(e, "GetObject", bucket, key) {
                     StoreError::NotFound(_) => Ok(None),
                     other => Err(other),
                 };
@@ -454,7 +481,7 @@ impl S3Store {
             .send()
             .await
             .map(|out| out.e_tag().map(String::from))
-            .map_err(|e| classify(e, "PutObject", key))
+            .map_err(|e| classify(e, "PutObject", bucket, key))
     }
 }
 
@@ -475,6 +502,7 @@ fn apply_sse_put(
 fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
     err: SdkError<E>,
     op: &str,
+    bucket: &str,
     key: &str,
 ) -> StoreError {
     let status = err.raw_response().map(|r| r.status().as_u16());
@@ -489,6 +517,7 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
             .unwrap_or_else(|| aws_smithy_error_display(&err))
     );
     match (code.as_deref(), status) {
+        (Some("NoSuchBucket"), _) => no_such_bucket(bucket),
         (Some("NoSuchKey") | Some("NotFound"), _) | (_, Some(404)) => StoreError::NotFound(
             format!("NoSuchKey: {key:?} does not exist (Braze may have removed the export)"),
         ),
@@ -499,6 +528,16 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
         )),
         _ => StoreError::Transient(message),
     }
+}
+
+/// A bucket that does not exist: the environment (a wrong bucket name or `OUTPUT_BUCKET`, a
+/// deleted bucket), never a removed export. Like access denied, it writes no manifest and is
+/// retried, so the notification ends in the DLQ, redrivable once the bucket is there.
+fn no_such_bucket(bucket: &str) -> StoreError {
+    StoreError::Denied(format!(
+        "NoSuchBucket: the bucket {bucket:?} does not exist (check the bucket name and \
+         OUTPUT_BUCKET; retried)"
+    ))
 }
 
 /// Access denied (403) or a KMS error (`KMS.*`, as S3 reports a key that is disabled, missing
@@ -622,12 +661,12 @@ impl RangeReader<'_> {
             .range(format!("bytes={}-{}", self.pos, self.end - 1))
             .customize()
             .config_override(timeouts);
-        let key = s.info.key.clone();
+        let (bucket, key) = (s.info.bucket.clone(), s.info.key.clone());
         s.handle.spawn(async move {
             let mut out = match req.send().await {
                 Ok(out) => out,
                 Err(e) => {
-                    let _ = tx.send(Err(classify(e, "GetObject", &key))).await;
+                    let _ = tx.send(Err(classify(e, "GetObject", &bucket, &key))).await;
                     return;
                 }
             };
@@ -862,7 +901,7 @@ async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str)
         .config_override(timeouts);
     match req.send().await {
         Ok(_) => debug!(key = %crate::sanitize_for_log(key), "multipart upload aborted"),
-        Err(e) => match classify(e, "AbortMultipartUpload", key) {
+        Err(e) => match classify(e, "AbortMultipartUpload", bucket, key) {
             // Already gone (aborted or completed by an earlier attempt).
             StoreError::NotFound(_) => {}
             e => error!(
@@ -894,7 +933,7 @@ async fn abort_open_uploads(client: &Client, bucket: &str, key: &str, except: Op
     let uploads = match listed {
         Ok(out) => out.uploads.unwrap_or_default(),
         Err(e) => {
-            let e = classify(e, "ListMultipartUploads", key);
+            let e = classify(e, "ListMultipartUploads", bucket, key);
             error!(key = %crate::sanitize_for_log(key), error = %e, "cannot list the multipart uploads left open");
             return;
         }
@@ -938,7 +977,7 @@ impl UploadId {
                 {
                     Ok(out) => out,
                     Err(e) => {
-                        let e = classify(e, "CreateMultipartUpload", &self.key);
+                        let e = classify(e, "CreateMultipartUpload", &self.bucket, &self.key);
                         if !matches!(e, StoreError::Denied(_) | StoreError::NotFound(_)) {
                             // S3 may have created it with the answer lost (a timeout): the id
                             // is unknown, so the upload is found by listing.
@@ -1071,7 +1110,7 @@ impl S3Upload<'_> {
             .part_number(number)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(body));
-        let key = self.key.clone();
+        let (bucket, key) = (w.bucket.clone(), self.key.clone());
         self.in_flight.push(w.handle.spawn(async move {
             let out = match (upload.get().await, bound.config(bytes, "UploadPart")) {
                 // Unsigned payload, as for `put_small` (see the module docs).
@@ -1082,7 +1121,7 @@ impl S3Upload<'_> {
                     .config_override(timeouts)
                     .send()
                     .await
-                    .map_err(|e| classify(e, "UploadPart", &key)),
+                    .map_err(|e| classify(e, "UploadPart", &bucket, &key)),
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };
             // The request is over, so ours is the last reference to the body: take the buffer
@@ -1196,7 +1235,7 @@ impl S3Upload<'_> {
                     .config_override(bound.config(0, "CompleteMultipartUpload")?)
                     .send()
                     .await
-                    .map_err(|e| classify(e, "CompleteMultipartUpload", &key))
+                    .map_err(|e| classify(e, "CompleteMultipartUpload", &bucket, &key))
             }
             .await;
             match &result {

@@ -1,5 +1,5 @@
-//! Deterministic generators of realistic Braze data (see /work/shared/BRAZE-FORMATS.md) and of
-//! hostile variants of it. Everything here is seeded; no `rand` crate.
+//! Deterministic generators of realistic Braze data (the layouts and formats `src/detect.rs`
+//! recognises, as Braze documents them) and of hostile variants of it. Everything here is seeded; no `rand` crate.
 //!
 //! Every text generator returns the bytes it produced together with the byte offset of the start of
 //! every record, so the tests can check counts, checksums and index offsets independently of the

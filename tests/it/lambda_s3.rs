@@ -509,7 +509,7 @@ async fn poison_message_is_a_batch_item_failure_and_the_rest_is_processed() {
         "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:exports", "awsRegion": REGION
     }));
     let (code, response) = invoke(&moto.endpoint, &event, &[]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 1, "a batch item failure is exit status 1: {response}");
     assert_eq!(
         response,
         json!({"batchItemFailures": [{"itemIdentifier": "poison-1"}]})

@@ -4,6 +4,7 @@ mod aws;
 #[cfg(feature = "backfill")]
 mod backfill;
 mod batch_ops;
+mod cli_edges;
 mod deploy_artifact;
 mod exactly_once_ack;
 mod exactly_once_deadlines;
@@ -15,6 +16,7 @@ mod hostile_keys;
 mod hostile_zip;
 mod index_cli;
 mod lambda_s3;
+mod readme;
 mod reliability;
 mod requests;
 mod runtime_api;

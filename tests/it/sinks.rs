@@ -450,7 +450,7 @@ async fn sink_down_is_retryable_and_later_delivered_once() {
         crate::lambda_s3::s3_event(BUCKET, KEY).to_string(),
     )]);
     let (code, response) = invoke(&moto.endpoint, &event, &env);
-    assert_eq!(code, 0);
+    assert_eq!(code, 1, "a batch item failure is exit status 1");
     assert_eq!(
         response["batchItemFailures"][0]["itemIdentifier"], "m-1",
         "{response}"

@@ -16,7 +16,9 @@
 //!   committed, so of two racing writers exactly one wins.
 //!
 //! Served: CreateBucket, HeadBucket, PutObject, GetObject (ranges, `If-Match`, `If-None-Match`),
-//! HeadObject and the four multipart operations. Everything else answers `NotImplemented`. The
+//! HeadObject, ListObjectsV2 (prefix, `max-keys` up to 1,000, continuation token, `start-after`;
+//! keys in byte order; no delimiter or encoding type) and the four multipart operations.
+//! Everything else answers `NotImplemented`. The
 //! state is the process's: a restarted server starts empty (files left in the folder are not
 //! read back).
 
@@ -39,8 +41,8 @@ use s3s::dto::{
     CompleteMultipartUploadOutput, CreateBucketInput, CreateBucketOutput,
     CreateMultipartUploadInput, CreateMultipartUploadOutput, ETag, ETagCondition, GetObjectInput,
     GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
-    PutObjectInput, PutObjectOutput, Range, StreamingBlob, Timestamp, UploadPartInput,
-    UploadPartOutput,
+    ListObjectsV2Input, ListObjectsV2Output, Object as ListedObject, PutObjectInput,
+    PutObjectOutput, Range, StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, TrailingHeaders, s3_error};
 use tokio::sync::mpsc;
@@ -53,6 +55,8 @@ const MIN_PART: u64 = 5 << 20;
 const READ_CHUNK: usize = 1 << 20;
 /// Write buffer per upload: body chunks arrive in pieces of a few KiB.
 const WRITE_BUFFER: usize = 1 << 20;
+/// S3's largest (and default) page of ListObjectsV2.
+const MAX_KEYS: i32 = 1000;
 
 /// The backend; see the module documentation.
 pub struct PlainStore {
@@ -331,6 +335,79 @@ impl PlainStore {
             last_modified: Some(Timestamp::from(object.last_modified)),
             content_type: object.content_type.clone(),
             checksum_crc32c: object.full_crc.then(|| object.crc32c.clone()),
+            ..Default::default()
+        }))
+    }
+
+    /// One page of the bucket's keys under the prefix, in byte order, after the continuation
+    /// token (the last key of the previous page, base64) or else `start-after`.
+    fn list(&self, input: ListObjectsV2Input) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.check_bucket(&input.bucket)?;
+        if input.delimiter.is_some() || input.encoding_type.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "ListObjectsV2 with a delimiter or an encoding type"
+            ));
+        }
+        let max_keys = input.max_keys.unwrap_or(MAX_KEYS);
+        if max_keys < 0 {
+            return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
+        }
+        let after = match &input.continuation_token {
+            Some(token) => Some(
+                BASE64
+                    .decode(token)
+                    .ok()
+                    .and_then(|k| String::from_utf8(k).ok())
+                    .ok_or_else(|| {
+                        s3_error!(
+                            InvalidArgument,
+                            "The continuation token provided is incorrect"
+                        )
+                    })?,
+            ),
+            None => input.start_after.clone(),
+        };
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let mut found: Vec<(String, Arc<Object>)> = self
+            .lock()
+            .objects
+            .iter()
+            .filter(|((bucket, key), _)| {
+                *bucket == input.bucket
+                    && key.starts_with(&prefix)
+                    && after.as_ref().is_none_or(|a| key > a)
+            })
+            .map(|((_, key), object)| (key.clone(), object.clone()))
+            .collect();
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let page = max_keys.min(MAX_KEYS) as usize;
+        let truncated = found.len() > page;
+        found.truncate(page);
+        let next = truncated.then(|| BASE64.encode(&found[found.len() - 1].0));
+        let contents = found
+            .into_iter()
+            .map(|(key, object)| ListedObject {
+                key: Some(key),
+                size: Some(object.size as i64),
+                e_tag: Some(ETag::Strong(object.etag.clone())),
+                last_modified: Some(Timestamp::from(object.last_modified)),
+                storage_class: Some(s3s::dto::ObjectStorageClass::from_static(
+                    s3s::dto::ObjectStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect::<Vec<_>>();
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            max_keys: Some(max_keys),
+            key_count: Some(contents.len() as i32),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after,
+            is_truncated: Some(truncated),
+            next_continuation_token: next,
+            contents: Some(contents),
             ..Default::default()
         }))
     }
@@ -684,6 +761,12 @@ impl S3 for PlainStore {
         .head(req)
         .await);
     serve!(
+        list_objects_v2,
+        ListObjectsV2Input,
+        ListObjectsV2Output,
+        |s, req| s.list(req.input)
+    );
+    serve!(
         create_multipart_upload,
         CreateMultipartUploadInput,
         CreateMultipartUploadOutput,
@@ -943,6 +1026,155 @@ mod tests {
             Err(StoreError::NotFound(_))
         ));
         server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lists_keys_under_a_prefix_in_order_page_by_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::serve(PlainStore::new(dir.path()).unwrap(), ACCESS_KEY, SECRET_KEY)
+            .await
+            .unwrap();
+        let s3 = crate::client(&server.endpoint(), ACCESS_KEY, SECRET_KEY);
+        s3.create_bucket().bucket("list").send().await.unwrap();
+        s3.create_bucket().bucket("other").send().await.unwrap();
+        // Put out of order; "a/" holds 7 keys, the others must not be listed under it.
+        let under: Vec<String> = ["a/7", "a/1", "a/b/2", "a/3", "a/10", "a/5", "a/0"]
+            .map(String::from)
+            .to_vec();
+        for key in under.iter().map(String::as_str).chain(["a", "b/1", "a0"]) {
+            s3.put_object()
+                .bucket("list")
+                .key(key)
+                .body(key.as_bytes().to_vec().into())
+                .send()
+                .await
+                .unwrap();
+        }
+        s3.put_object()
+            .bucket("other")
+            .key("a/2")
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        // Overwriting a key lists it once, with its latest size.
+        s3.put_object()
+            .bucket("list")
+            .key("a/3")
+            .body(b"three".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        let mut expected = under.clone();
+        expected.sort();
+
+        let mut pages = Vec::new();
+        let mut token = None;
+        loop {
+            let out = s3
+                .list_objects_v2()
+                .bucket("list")
+                .prefix("a/")
+                .max_keys(3)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap();
+            let keys: Vec<String> = out
+                .contents()
+                .iter()
+                .map(|o| o.key().unwrap().to_string())
+                .collect();
+            assert_eq!(out.key_count(), Some(keys.len() as i32));
+            for o in out.contents() {
+                let size = if o.key() == Some("a/3") {
+                    5
+                } else {
+                    o.key().unwrap().len()
+                };
+                assert_eq!(o.size(), Some(size as i64), "{:?}", o.key());
+                assert!(o.e_tag().is_some() && o.last_modified().is_some());
+            }
+            pages.push(keys);
+            token = out.next_continuation_token().map(String::from);
+            assert_eq!(out.is_truncated(), Some(token.is_some()));
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+        assert_eq!(pages.concat(), expected);
+
+        // One page of everything, start-after, an empty prefix, another bucket.
+        let all = |prefix: &'static str, after: Option<&'static str>| {
+            let s3 = s3.clone();
+            async move {
+                let out = s3
+                    .list_objects_v2()
+                    .bucket("list")
+                    .prefix(prefix)
+                    .set_start_after(after.map(String::from))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(out.is_truncated(), Some(false));
+                assert_eq!(out.next_continuation_token(), None);
+                out.contents()
+                    .iter()
+                    .map(|o| o.key().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(all("a/", None).await, expected);
+        assert_eq!(all("a/", Some("a/3")).await, ["a/5", "a/7", "a/b/2"]);
+        assert_eq!(all("", None).await.len(), 10);
+        assert_eq!(all("", None).await[..3], ["a", "a/0", "a/1"]);
+        assert!(all("c/", None).await.is_empty());
+
+        // A key count of exactly the page size is not truncated.
+        let out = s3
+            .list_objects_v2()
+            .bucket("list")
+            .prefix("a/")
+            .max_keys(7)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            (out.key_count(), out.is_truncated()),
+            (Some(7), Some(false))
+        );
+
+        let err = s3
+            .list_objects_v2()
+            .bucket("list")
+            .continuation_token("not base64!")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.into_service_error().meta().code(),
+            Some("InvalidArgument")
+        );
+        let err = s3
+            .list_objects_v2()
+            .bucket("missing")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.into_service_error().meta().code(), Some("NoSuchBucket"));
+        let err = s3
+            .list_objects_v2()
+            .bucket("list")
+            .delimiter("/")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.into_service_error().meta().code(),
+            Some("NotImplemented")
+        );
+        drop(server);
     }
 
     #[test]
