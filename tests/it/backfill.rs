@@ -975,22 +975,6 @@ async fn local_indexes_every_object_and_a_rerun_does_no_work() {
     assert_eq!(out.code, 0, "{}", out.describe());
     assert!(out.stdout.contains(&row("total", 1)), "{}", out.describe());
     assert!(manifest_of(&s3, API_GZ).await.is_some());
-
-    // --reprocess: every object indexed again, once, as the next generation, the run recorded.
-    let out = backfill(
-        &moto,
-        &[&format!("s3://{BUCKET}"), "--local", "--reprocess"],
-        &[],
-    );
-    assert_eq!(out.code, 0, "{}", out.describe());
-    let mut run = None;
-    for (key, _) in samples() {
-        let m = manifest_of(&s3, key).await.unwrap();
-        assert_eq!(m["generation"], 2, "{key}: {m}");
-        let id = m["source"]["batch_job_id"].as_str().unwrap().to_string();
-        assert!(id.starts_with("local-"), "{id}");
-        assert_eq!(run.get_or_insert(id.clone()), &id, "one run id");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
