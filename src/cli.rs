@@ -404,8 +404,9 @@ async fn local_sdk_config() -> aws_config::SdkConfig {
     let credentials = if configured.provide_credentials().await.is_ok() {
         SharedCredentialsProvider::new(configured)
     } else {
-        eprintln!(
-            "export-fetcher: no AWS credentials configured: signing with the dummy pair \
+        // A log line, so that `AWS_LAMBDA_LOG_FORMAT=JSON` keeps stderr all JSON.
+        tracing::warn!(
+            "no AWS credentials configured: signing with the dummy pair \
              {LOCAL_ACCESS_KEY}/{LOCAL_SECRET_KEY} for the endpoint URL (what `s3-server` \
              accepts by default)"
         );
@@ -480,9 +481,10 @@ pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
             if failures == 0 {
                 return EXIT_OK;
             }
-            eprintln!(
-                "export-fetcher: {failures} message(s) to be retried (batchItemFailures; the \
-                 reasons are logged above)"
+            tracing::warn!(
+                failures,
+                "{failures} message(s) to be retried (batchItemFailures; the reasons are logged \
+                 above)"
             );
             EXIT_NOT_COMPLETE
         }
