@@ -230,6 +230,18 @@ impl S3Store {
         key: &str,
         version_id: Option<&str>,
     ) -> Result<ObjectInfo, StoreError> {
+        self.head_checked(bucket, key, version_id, true).await
+    }
+
+    /// [`S3Store::head`]; without `check_bucket`, a 404 is `NotFound` with no `HeadBucket` to
+    /// tell a missing bucket apart (for keys whose absence is the common case: a new part).
+    async fn head_checked(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        check_bucket: bool,
+    ) -> Result<ObjectInfo, StoreError> {
         let head = self
             .client
             .head_object()
@@ -244,7 +256,7 @@ impl S3Store {
         let out = match head {
             Ok(out) => out,
             // A HEAD answer has no body, so no error code: a 404 may be the bucket's.
-            Err(StoreError::NotFound(m)) => {
+            Err(StoreError::NotFound(m)) if check_bucket => {
                 return Err(self
                     .missing_bucket(bucket)
                     .await
@@ -1015,7 +1027,7 @@ async fn prior_condition(
     bucket: &str,
     key: &str,
 ) -> Result<Condition, StoreError> {
-    match store.head(bucket, key, None).await {
+    match store.head_checked(bucket, key, None, false).await {
         Ok(info) => Ok(Condition::IfMatch(format!(
             "\"{}\"",
             info.etag.unwrap_or_default()
