@@ -76,13 +76,6 @@ fn claim_expiry(deadline: Option<Instant>) -> u64 {
         })
 }
 
-fn delivery_key(prefix: &str, source_key: &str, sink: &str) -> String {
-    crate::manifest::fit_key(
-        format!("{prefix}deliveries/{source_key}/{sink}.json"),
-        ".json",
-    )
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -101,26 +94,57 @@ pub(super) async fn forward(
     deadline: Option<Instant>,
     fresh: bool,
 ) -> Result<Vec<Delivery>, String> {
+    if env.sinks.names().is_empty() {
+        return Ok(Vec::new());
+    }
+    let msg = sink::outgoing(manifest, out_bucket, deadline);
+    let records = format!(
+        "{}deliveries/{}/",
+        env.cfg.output_prefix, manifest.source.key
+    );
+    forward_message(
+        env,
+        out_bucket,
+        &records,
+        &manifest_stamp(manifest),
+        &msg,
+        fresh,
+    )
+    .await
+}
+
+/// Sends `msg` to every configured sink that has not accepted it, at most once each: one
+/// delivery record per sink at `<records><sink>.json` (shortened by `fit_key` when long),
+/// `stamp` telling apart two messages with one idempotency key (see [`manifest_stamp`]). Used
+/// for per-object manifests and for roll-ups (export and partition manifests, whose
+/// idempotency key names their generation).
+pub async fn forward_message(
+    env: &Env,
+    out_bucket: &str,
+    records: &str,
+    stamp: &str,
+    msg: &sink::Outgoing,
+    fresh: bool,
+) -> Result<Vec<Delivery>, String> {
     let names = env.sinks.names();
     if names.is_empty() {
         return Ok(Vec::new());
     }
     let started = Instant::now();
-    let msg = sink::outgoing(manifest, out_bucket, deadline);
     let mut deliveries = Vec::new();
     for name in names {
         let record = Record {
-            key: delivery_key(&env.cfg.output_prefix, &manifest.source.key, name),
-            stamp: manifest_stamp(manifest),
+            key: crate::manifest::fit_key(format!("{records}{name}.json"), ".json"),
+            stamp: stamp.to_string(),
             fresh,
         };
-        let delivery = deliver_once(env, out_bucket, &record, name, &msg, started).await;
+        let delivery = deliver_once(env, out_bucket, &record, name, msg, started).await;
         match &delivery.error {
             None => {
-                info!(sink = name, outcome = delivery.outcome, latency_ms = ?delivery.latency_ms, "manifest forwarded")
+                info!(sink = name, message_type = msg.message_type.as_str(), outcome = delivery.outcome, latency_ms = ?delivery.latency_ms, "manifest forwarded")
             }
             Some(e) => {
-                warn!(sink = name, outcome = delivery.outcome, error = %e, "manifest not forwarded")
+                warn!(sink = name, message_type = msg.message_type.as_str(), outcome = delivery.outcome, error = %e, "manifest not forwarded")
             }
         }
         deliveries.push(delivery);
@@ -138,7 +162,7 @@ pub(super) async fn forward(
 
 /// Where one sink's delivery of one manifest is recorded.
 struct Record {
-    /// The delivery record's key ([`delivery_key`]).
+    /// The delivery record's key (`<records><sink>.json`).
     key: String,
     /// Which manifest of the version is delivered ([`manifest_stamp`]).
     stamp: String,

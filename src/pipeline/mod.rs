@@ -17,7 +17,7 @@ mod object;
 mod stage;
 
 pub use event::{Job, process_event, process_event_with, process_task};
-pub use forward::Delivery;
+pub use forward::{Delivery, forward_message};
 pub use object::{Outcome, index_object, run};
 
 /// What happened to one object event in the Lambda.

@@ -1,15 +1,14 @@
-//! Amazon EventBridge: `PutEvents` with source `export-fetcher`, detail-type
-//! `Braze Export Indexed` (or `Braze Export Failed`), the manifest as detail.
+//! Amazon EventBridge: `PutEvents` with source `export-fetcher`, the message's detail-type
+//! (`Braze Export Indexed` or `Braze Export Failed` for an object, `Braze API Export Closed`,
+//! `Braze Currents Partition Closed`), the manifest as detail.
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
+pub use super::{DETAIL_TYPE_FAILED, DETAIL_TYPE_INDEXED};
 use super::{Outgoing, SinkError, sdk_error};
-use crate::manifest::Status;
 
 pub const NAME: &str = "eventbridge";
 pub const SOURCE: &str = "export-fetcher";
-pub const DETAIL_TYPE_INDEXED: &str = "Braze Export Indexed";
-pub const DETAIL_TYPE_FAILED: &str = "Braze Export Failed";
 
 pub struct EventBridgeSink {
     client: aws_sdk_eventbridge::Client,
@@ -22,14 +21,9 @@ impl EventBridgeSink {
     }
 
     pub async fn send(&self, msg: &Outgoing) -> Result<(), SinkError> {
-        let detail_type = if msg.status == Status::Failed {
-            DETAIL_TYPE_FAILED
-        } else {
-            DETAIL_TYPE_INDEXED
-        };
         let entry = PutEventsRequestEntry::builder()
             .source(SOURCE)
-            .detail_type(detail_type)
+            .detail_type(msg.detail_type)
             .detail(&msg.body)
             .event_bus_name(&self.bus)
             .build();

@@ -26,9 +26,41 @@ pub struct SinkError {
     pub message: String,
 }
 
+/// What a forwarded message announces: its `message_type` attribute (SNS, SQS), its
+/// EventBridge detail-type and the webhook's `X-Export-Fetcher-Message-Type` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    /// A per-object manifest (`manifest_version` 1).
+    Object,
+    /// An API export closed: an export manifest (`export_manifest_version` 1).
+    Export,
+    /// A Currents hour closed: a partition manifest.
+    Partition,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Object => "object",
+            MessageType::Export => "export",
+            MessageType::Partition => "partition",
+        }
+    }
+}
+
+/// EventBridge detail-types, one per message type (and two for objects).
+pub const DETAIL_TYPE_INDEXED: &str = "Braze Export Indexed";
+pub const DETAIL_TYPE_FAILED: &str = "Braze Export Failed";
+pub const DETAIL_TYPE_EXPORT_CLOSED: &str = "Braze API Export Closed";
+pub const DETAIL_TYPE_PARTITION_CLOSED: &str = "Braze Currents Partition Closed";
+
 /// What is sent for one manifest, the same for every sink.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
+    /// What the message is: `message_type` attribute and EventBridge detail-type.
+    pub message_type: MessageType,
+    /// The EventBridge detail-type.
+    pub detail_type: &'static str,
     /// The deterministic id of (bucket, key, version or ETag): `Idempotency-Key`, FIFO
     /// deduplication id.
     pub idempotency_key: String,
@@ -39,7 +71,8 @@ pub struct Outgoing {
     /// The manifest JSON, or a pointer to the manifest object when it is too large.
     pub body: String,
     pub is_pointer: bool,
-    /// `kind`, `status`, and `segment_id` / `event_type` where known: for subscription filters.
+    /// `message_type`, `kind`, `status`, and `segment_id` / `event_type` where known: for
+    /// subscription filters.
     pub attributes: Vec<(&'static str, String)>,
     pub status: Status,
     /// When `body` carries the manifest, `detail` is the manifest as a JSON value.
@@ -101,29 +134,92 @@ pub fn outgoing(manifest: &Manifest, manifest_bucket: &str, deadline: Option<Ins
     if let Some(e) = &manifest.braze.event_type {
         attributes.push(("event_type", e.clone()));
     }
-    let (body, detail, is_pointer) = if full.len() <= MAX_INLINE_BYTES {
-        let detail = serde_json::to_value(manifest).expect("manifest serialises");
-        (full.clone(), detail, false)
-    } else {
-        let pointer = json!({
+    let pointer = || {
+        json!({
             "manifest_version": manifest.manifest_version,
-            "pointer": true,
             "manifest": {"bucket": manifest_bucket, "key": manifest.manifest_key},
             "status": manifest.status,
             "kind": manifest.kind,
             "totals": manifest.totals,
             "source": manifest.source,
-        });
+        })
+    };
+    assemble(
+        MessageType::Object,
+        full,
+        attributes,
+        pointer,
+        Identity {
+            idempotency_key: idempotency_key(manifest),
+            group_id: group_id(&manifest.source.key),
+            status: manifest.status,
+        },
+        deadline,
+    )
+}
+
+/// Who a message is and how it ends: its idempotency key, FIFO group and status.
+pub struct Identity {
+    pub idempotency_key: String,
+    pub group_id: String,
+    pub status: Status,
+}
+
+/// Builds what every sink sends for a roll-up (an export or partition manifest): `full` is its
+/// JSON; `pointer` the fields a pointer message carries when `full` is too large (the message
+/// adds `pointer: true` and `message_type`).
+pub fn outgoing_rollup(
+    message_type: MessageType,
+    full: String,
+    attributes: Vec<(&'static str, String)>,
+    pointer: Value,
+    identity: Identity,
+    deadline: Option<Instant>,
+) -> Outgoing {
+    assemble(
+        message_type,
+        full,
+        attributes,
+        || pointer,
+        identity,
+        deadline,
+    )
+}
+
+fn assemble(
+    message_type: MessageType,
+    full: String,
+    mut attributes: Vec<(&'static str, String)>,
+    pointer: impl FnOnce() -> Value,
+    identity: Identity,
+    deadline: Option<Instant>,
+) -> Outgoing {
+    attributes.insert(0, ("message_type", message_type.as_str().to_string()));
+    let (body, detail, is_pointer) = if full.len() <= MAX_INLINE_BYTES {
+        let detail = serde_json::from_str(&full).expect("a serialised manifest reads back");
+        (full.clone(), detail, false)
+    } else {
+        let mut pointer = pointer();
+        pointer["pointer"] = json!(true);
+        pointer["message_type"] = json!(message_type.as_str());
         (pointer.to_string(), pointer, true)
     };
+    let detail_type = match (message_type, identity.status) {
+        (MessageType::Object, Status::Failed) => DETAIL_TYPE_FAILED,
+        (MessageType::Object, _) => DETAIL_TYPE_INDEXED,
+        (MessageType::Export, _) => DETAIL_TYPE_EXPORT_CLOSED,
+        (MessageType::Partition, _) => DETAIL_TYPE_PARTITION_CLOSED,
+    };
     Outgoing {
-        idempotency_key: idempotency_key(manifest),
-        group_id: group_id(&manifest.source.key),
+        message_type,
+        detail_type,
+        idempotency_key: identity.idempotency_key,
+        group_id: identity.group_id,
         full,
         body,
         is_pointer,
         attributes,
-        status: manifest.status,
+        status: identity.status,
         detail,
         deadline,
     }

@@ -1,6 +1,7 @@
 //! A webhook: `POST` of the manifest JSON, signed.
 //!
-//! Headers: `Idempotency-Key: <deterministic id of the object version>` and
+//! Headers: `Idempotency-Key: <deterministic id of the object version, or of the roll-up's
+//! generation>`, `X-Export-Fetcher-Message-Type: object | export | partition` and
 //! `X-Export-Fetcher-Signature: t=<unix seconds>,v2=<hex HMAC-SHA256 of "<t>.<Idempotency-Key>.<raw
 //! body>">` keyed by `WEBHOOK_SECRET`: the signature covers the timestamp, the key a receiver
 //! deduplicates on, and the body. Timeouts, connection errors, 5xx and 429 are retried with
@@ -21,6 +22,8 @@ use super::{Outgoing, SinkError};
 pub const NAME: &str = "webhook";
 pub const SIGNATURE_HEADER: &str = "X-Export-Fetcher-Signature";
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+/// `object`, `export` or `partition` (see `sink::MessageType`).
+pub const MESSAGE_TYPE_HEADER: &str = "X-Export-Fetcher-Message-Type";
 /// Attempts per delivery.
 pub const MAX_ATTEMPTS: u32 = 5;
 /// Total time one delivery may take, whatever the deadline.
@@ -221,6 +224,7 @@ impl WebhookSink {
                 .post(&self.url)
                 .header("Content-Type", "application/json")
                 .header(IDEMPOTENCY_HEADER, &msg.idempotency_key)
+                .header(MESSAGE_TYPE_HEADER, msg.message_type.as_str())
                 .body(body.to_vec());
             if let Some(secret) = &self.secret {
                 req = req.header(

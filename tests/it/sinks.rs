@@ -282,6 +282,7 @@ async fn one_notification_twice_is_exactly_one_message_per_sink_and_the_signatur
             "sns" => {
                 let attrs = &body["MessageAttributes"];
                 assert_eq!(attrs["kind"]["Value"], "api_user_export", "{body}");
+                assert_eq!(attrs["message_type"]["Value"], "object", "{body}");
                 assert_eq!(attrs["status"]["Value"], "complete");
                 assert_eq!(attrs["segment_id"]["Value"], "seg-7");
                 serde_json::from_str::<Value>(body["Message"].as_str().unwrap()).unwrap()
@@ -294,6 +295,7 @@ async fn one_notification_twice_is_exactly_one_message_per_sink_and_the_signatur
             _ => {
                 let attrs = msgs[0].message_attributes().unwrap();
                 assert_eq!(attrs["status"].string_value(), Some("complete"));
+                assert_eq!(attrs["message_type"].string_value(), Some("object"));
                 body
             }
         };
@@ -306,6 +308,7 @@ async fn one_notification_twice_is_exactly_one_message_per_sink_and_the_signatur
     let sig = r.header("X-Export-Fetcher-Signature").expect("signed");
     assert!(request_verifies(SECRET, r), "signature {sig} verifies");
     assert!(!request_verifies("wrong", r));
+    assert_eq!(r.header("X-Export-Fetcher-Message-Type"), Some("object"));
     let body: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(body["source"]["key"], KEY);
     let idem = r.header("Idempotency-Key").unwrap();
