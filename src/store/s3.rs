@@ -416,6 +416,75 @@ impl S3Store {
         Ok(Some((body.into_bytes().to_vec(), etag)))
     }
 
+    /// Every object under `prefix` (all pages; ListObjectsV2), and with a `delimiter` the common
+    /// prefixes one level below it. ETags without their quotes.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+    ) -> Result<Listing, StoreError> {
+        let mut listing = Listing::default();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_delimiter(delimiter.map(String::from))
+                .set_continuation_token(token.take())
+                .customize()
+                .config_override(Bound::current().config(0, "ListObjectsV2")?)
+                .send()
+                .await
+                .map_err(|e| match classify(e, "ListObjectsV2", bucket, prefix) {
+                    // A listing never misses a key: a 404 is the bucket's.
+                    StoreError::NotFound(_) => no_such_bucket(bucket),
+                    other => other,
+                })?;
+            for o in out.contents() {
+                let Some(key) = o.key() else { continue };
+                listing.objects.push(Listed {
+                    key: key.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(|e| e.trim_matches('"').to_string()),
+                    last_modified: o.last_modified().map(|t| t.secs()),
+                });
+            }
+            listing.prefixes.extend(
+                out.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(String::from)),
+            );
+            token = out.next_continuation_token().map(String::from);
+            if out.is_truncated() != Some(true) || token.is_none() {
+                return Ok(listing);
+            }
+        }
+    }
+
+    /// Deletes an output object (never a source: the fetcher only deletes what it wrote, such
+    /// as an export's open record once the export is closed). A key that is gone is fine.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .customize()
+            .config_override(Bound::current().config(0, "DeleteObject")?)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(e, "DeleteObject", bucket, key) {
+                StoreError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
     /// A PUT of a small object with a CRC-32C checksum, SSE and an optional precondition,
     /// marked as a manifest ([`OUTPUT_METADATA`]).
     pub async fn put_small(
@@ -565,6 +634,25 @@ fn aws_smithy_error_display<E: std::fmt::Debug>(err: &SdkError<E>) -> String {
         SdkError::ResponseError(_) => "unreadable response".to_string(),
         other => format!("{other:?}").chars().take(300).collect(),
     }
+}
+
+/// What [`S3Store::list`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub objects: Vec<Listed>,
+    /// With a delimiter: the common prefixes (each ends with the delimiter).
+    pub prefixes: Vec<String>,
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// Without quotes.
+    pub etag: Option<String>,
+    /// Unix seconds.
+    pub last_modified: Option<i64>,
 }
 
 /// Objects no larger than this are read whole, once, and their ranges served from memory (the
