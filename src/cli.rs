@@ -35,6 +35,9 @@ with exit status 2, naming the variable; the README's Configuration table has th
   OFFSET_INTERVAL               records between two index offsets (default: 10000)
   SNS_TOPIC_ARN, SQS_QUEUE_URL, EVENT_BUS_NAME, WEBHOOK_URL, WEBHOOK_SECRET
                                 where `invoke` and the Lambda forward each manifest
+  SOURCE_BUCKET                 the bucket Braze writes to (the export callback lists it)
+  CALLBACK_TOKEN                the secret path segment of Braze's export callback URL
+  EXPORT_QUIET_MINUTES          the sweep closes an export this long quiet (default: 30)
   AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3
                                 another S3 endpoint for `invoke` (path-style; without AWS_REGION
                                 and credentials it uses us-east-1 and local dummy credentials)
@@ -110,6 +113,14 @@ pub enum Command {
     /// them on this machine).
     #[cfg(feature = "backfill")]
     Backfill(Box<BackfillArgs>),
+    /// Close an API export now: list its folder, index any file still without its manifest,
+    /// write the export manifest (the next generation when the folder changed since the last)
+    /// and forward it; print it. Exit 0 when it is complete, 1 when partial or failed.
+    CloseExport {
+        /// The export's folder: s3://BUCKET/segment-export/SEGMENT_ID/DATE/OBJECT_PREFIX/
+        #[arg(value_name = "s3://BUCKET/segment-export/SEGMENT_ID/DATE/OBJECT_PREFIX/")]
+        folder: String,
+    },
     /// Print the IAM policy Braze documents for connecting BUCKET (for Braze's access-key method,
     /// or IAM set up by hand). One of --currents or --data-export is required.
     #[command(group(
@@ -477,6 +488,14 @@ pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
                 "{}",
                 serde_json::to_string_pretty(&response).unwrap_or_default()
             );
+            // A Function URL answer (the export callback) fails with its HTTP status.
+            if let Some(status) = response["statusCode"].as_u64() {
+                return if status < 400 {
+                    EXIT_OK
+                } else {
+                    EXIT_NOT_COMPLETE
+                };
+            }
             let failures = response["batchItemFailures"].as_array().map_or(0, Vec::len);
             if failures == 0 {
                 return EXIT_OK;
@@ -493,10 +512,14 @@ pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
             // logged object by object (`object will be retried`): say only that it failed.
             let code = match &e {
                 handler::HandlerError::Unrecognised(_) => EXIT_USAGE,
-                handler::HandlerError::Retryable { .. } => EXIT_NOT_COMPLETE,
+                handler::HandlerError::Retryable { .. } | handler::HandlerError::Sweep(_) => {
+                    EXIT_NOT_COMPLETE
+                }
             };
             let summary = match &e {
-                handler::HandlerError::Unrecognised(_) => e.to_string(),
+                handler::HandlerError::Unrecognised(_) | handler::HandlerError::Sweep(_) => {
+                    e.to_string()
+                }
                 handler::HandlerError::Retryable { .. } => {
                     "the invocation failed: retryable (the reasons are logged above)".to_string()
                 }
@@ -509,6 +532,78 @@ pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
             eprintln!("export-fetcher: {summary}");
             code
         }
+    }
+}
+
+/// Runs `close-export`; returns the exit status.
+pub async fn close_export(folder: &str, cfg: Config) -> i32 {
+    use crate::rollup::export::{self, Closed, ClosedBy, Folder, Mode};
+    let parsed = folder
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(bucket, _)| !bucket.is_empty())
+        .and_then(|(bucket, prefix)| Folder::parse(bucket, prefix));
+    let Some(folder) = parsed else {
+        eprintln!(
+            "export-fetcher: {folder:?} is not an API export folder: expected \
+             s3://BUCKET/segment-export/SEGMENT_ID/YYYY-MM-DD/<uuid>-<unix seconds>/"
+        );
+        return EXIT_USAGE;
+    };
+    let env = match invoke_env(cfg).await {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("export-fetcher: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let closed = export::close(&env, &folder, ClosedBy::Command, Mode::Index, false, None).await;
+    let manifest = match closed {
+        Ok(Closed::Written {
+            manifest,
+            forward_error,
+        }) => {
+            if let Some(e) = forward_error {
+                eprintln!(
+                    "export-fetcher: the export manifest is written but not forwarded ({e}); \
+                     the scheduled sweep or a second close-export forwards it"
+                );
+                println!("{}", manifest.to_json_pretty());
+                return EXIT_NOT_COMPLETE;
+            }
+            manifest
+        }
+        Ok(Closed::Unchanged(manifest)) => {
+            eprintln!(
+                "export-fetcher: the export was already closed with these files (generation {})",
+                manifest.generation
+            );
+            manifest
+        }
+        Ok(Closed::Waiting { missing }) => {
+            eprintln!(
+                "export-fetcher: {} file(s) could not be indexed yet",
+                missing.len()
+            );
+            return EXIT_NOT_COMPLETE;
+        }
+        Ok(Closed::Empty) => {
+            eprintln!(
+                "export-fetcher: s3://{}/{} holds no object",
+                folder.bucket, folder.prefix
+            );
+            return EXIT_NOT_COMPLETE;
+        }
+        Err(e) => {
+            eprintln!("export-fetcher: the export was not closed: {e}");
+            return EXIT_NOT_COMPLETE;
+        }
+    };
+    println!("{}", manifest.to_json_pretty());
+    if manifest.status == Status::Complete {
+        EXIT_OK
+    } else {
+        EXIT_NOT_COMPLETE
     }
 }
 

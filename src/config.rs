@@ -143,7 +143,20 @@ pub struct Config {
     pub limits: Limits,
     /// `OFFSET_INTERVAL`: records between two index offsets.
     pub offset_interval: u64,
+    /// `SOURCE_BUCKET`: the bucket Braze writes to, where Braze's export callback looks for the
+    /// export it closes (and where the scheduled sweep finds its records when `OUTPUT_BUCKET` is
+    /// unset). Notifications name their own bucket and do not need it.
+    pub source_bucket: Option<String>,
+    /// `CALLBACK_TOKEN`: the secret path segment of Braze's export callback URL
+    /// (`/braze/export-callback/<token>`); unset, every callback is answered 404.
+    pub callback_token: Option<String>,
+    /// `EXPORT_QUIET_MINUTES`, default 30 (0 accepted): the scheduled sweep closes an open API
+    /// export whose newest object is at least this old.
+    pub export_quiet_minutes: u64,
 }
+
+/// The shortest `CALLBACK_TOKEN` accepted: the token is all that authenticates Braze's callback.
+pub const MIN_CALLBACK_TOKEN_CHARS: usize = 16;
 
 impl Default for Config {
     fn default() -> Self {
@@ -161,6 +174,9 @@ impl Default for Config {
             exclude_keys: Vec::new(),
             limits: Limits::default(),
             offset_interval: 10_000,
+            source_bucket: None,
+            callback_token: None,
+            export_quiet_minutes: 30,
         }
     }
 }
@@ -283,6 +299,35 @@ impl Config {
             if let Some(v) = get(name) {
                 *slot = parse_positive(name, &v)?;
             }
+        }
+        cfg.source_bucket = get("SOURCE_BUCKET");
+        cfg.callback_token = get("CALLBACK_TOKEN");
+        if let Some(token) = &cfg.callback_token
+            && (token.chars().count() < MIN_CALLBACK_TOKEN_CHARS
+                || !token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err(ConfigError {
+                name: "CALLBACK_TOKEN",
+                // The value is a secret: never echoed.
+                value: "(hidden)".into(),
+                reason: format!(
+                    "expected at least {MIN_CALLBACK_TOKEN_CHARS} characters of A-Z, a-z, 0-9, \
+                     `-` or `_` (it is a path segment of the callback URL)"
+                ),
+            });
+        }
+        if let Some(v) = get("EXPORT_QUIET_MINUTES") {
+            cfg.export_quiet_minutes = v
+                .parse::<u64>()
+                .ok()
+                .filter(|m| *m <= 7 * 24 * 60)
+                .ok_or_else(|| ConfigError {
+                    name: "EXPORT_QUIET_MINUTES",
+                    value: v.clone(),
+                    reason: "expected whole minutes from 0 to 10080 (a week)".into(),
+                })?;
         }
         cfg.check_part_size(get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))?;
         Ok(cfg)
@@ -517,11 +562,33 @@ mod tests {
             ("WEBHOOK_URL", "ftp://x"),
             ("MAX_OBJECT_BYTES", "99999999999999999999T"),
             ("MAX_EXPANDED_BYTES", "64T"),
+            ("EXPORT_QUIET_MINUTES", "10081"),
+            ("EXPORT_QUIET_MINUTES", "-1"),
         ];
         for (name, value) in cases {
             let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(err.name, *name, "{name}={value}");
             assert!(err.to_string().contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn the_callback_token_is_checked_and_never_echoed() {
+        for bad in ["short-token", "0123456789abcdef/", "0123456789abcdef?x", "0123456789abcdéf"] {
+            let err = Config::from_vars(&vars(&[("CALLBACK_TOKEN", bad)])).unwrap_err();
+            assert_eq!(err.name, "CALLBACK_TOKEN");
+            assert!(!err.to_string().contains(bad), "the secret is echoed: {err}");
+        }
+        let token = "0123456789abcdef_-XY";
+        let cfg = Config::from_vars(&vars(&[
+            ("CALLBACK_TOKEN", token),
+            ("SOURCE_BUCKET", "braze-exports"),
+            ("EXPORT_QUIET_MINUTES", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.callback_token.as_deref(), Some(token));
+        assert_eq!(cfg.source_bucket.as_deref(), Some("braze-exports"));
+        assert_eq!(cfg.export_quiet_minutes, 0);
+        assert_eq!(Config::from_vars(&vars(&[])).unwrap().export_quiet_minutes, 30);
     }
 }

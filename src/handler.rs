@@ -43,6 +43,8 @@ const _: () = assert!(DEADLINE_MARGIN.as_millis() > crate::store::s3::LONGEST_WA
 pub enum HandlerError {
     #[error("the event is not a supported trigger: {0}")]
     Unrecognised(String),
+    #[error("the scheduled sweep failed: {0}")]
+    Sweep(String),
     #[error("{failed} of {total} objects must be retried: {first}")]
     Retryable {
         failed: usize,
@@ -56,6 +58,7 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
         lambda_runtime::Diagnostic {
             error_type: match e {
                 HandlerError::Unrecognised(_) => "UnrecognisedEvent",
+                HandlerError::Sweep(_) => "SweepFailed",
                 HandlerError::Retryable { .. } => "RetryableFailure",
             }
             .to_string(),
@@ -196,6 +199,9 @@ async fn run_message(env: Arc<Env>, message: Message, deadline: Option<Instant>)
                         let outcome = process_event(&env, &ev, deadline)
                             .instrument(span.clone())
                             .await;
+                        let outcome = after_object(&env, &ev, outcome, deadline)
+                            .instrument(span.clone())
+                            .await;
                         crate::metrics::record_object(
                             &outcome,
                             ev.event_time.as_deref(),
@@ -258,12 +264,52 @@ fn task_failure(e: tokio::task::JoinError) -> String {
     format!("the message task panicked: {message}")
 }
 
+/// The roll-up step after an object: an API export's file keeps its export's open record,
+/// completes a close that waited for it, or amends a closed export (see
+/// [`crate::rollup::export::after_object`]). When the record cannot be written the object is
+/// retried (its manifest stands: the retry is a duplicate that runs this step again).
+async fn after_object(
+    env: &Env,
+    ev: &trigger::ObjectEvent,
+    outcome: ObjectOutcome,
+    deadline: Option<Instant>,
+) -> ObjectOutcome {
+    let etag = match &outcome {
+        ObjectOutcome::Done { manifest, .. } => manifest.source.etag.clone(),
+        ObjectOutcome::Duplicate { .. } => ev.etag.clone(),
+        _ => return outcome,
+    };
+    // Boxed: the roll-up's future is large and this runs inside every object's task.
+    let step =
+        crate::rollup::export::after_object(env, &ev.bucket, &ev.key, etag.as_deref(), deadline);
+    match Box::pin(step).await {
+        Ok(()) => outcome,
+        Err(e) => {
+            warn!(error = %e, "the export's roll-up step failed: the object will be retried");
+            ObjectOutcome::Retry {
+                error: format!("the export's roll-up step failed: {e}"),
+            }
+        }
+    }
+}
+
 /// Handles one Lambda event.
 pub async fn handle(
     env: Arc<Env>,
     event: Value,
     deadline: Option<Instant>,
 ) -> Result<Value, HandlerError> {
+    if trigger::http::is_http(&event) {
+        let request = trigger::http::parse_http(&event)
+            .map_err(|e| HandlerError::Unrecognised(e.to_string()))?;
+        return Ok(Box::pin(crate::rollup::callback::handle(&env, &request, deadline)).await);
+    }
+    if trigger::http::is_scheduled(&event) {
+        let report = Box::pin(crate::rollup::sweep::sweep_now(&env, deadline))
+            .await
+            .map_err(HandlerError::Sweep)?;
+        return Ok(serde_json::to_value(report).expect("the report serialises: plain data"));
+    }
     if batch::is_batch(&event) {
         let invocation =
             batch::parse_batch(&event).map_err(|e| HandlerError::Unrecognised(e.to_string()))?;
@@ -455,6 +501,7 @@ async fn handle_batch(
                 panic_failpoint("handler::message_task", &ev.key);
                 let started = Instant::now();
                 let outcome = process_task(&env, &ev, deadline, &job).await;
+                let outcome = after_object(&env, &ev, outcome, deadline).await;
                 crate::metrics::record_object(&outcome, None, started.elapsed());
                 let (code, text) = batch_result(&outcome);
                 info!(

@@ -17,8 +17,10 @@
 //! - [`trigger`]: every Lambda envelope → object events (S3, SQS, SNS, EventBridge, key decoding).
 //! - [`sink`]: one module per downstream (SNS, SQS, EventBridge, webhook); they only send.
 //! - [`pipeline`]: one object from fetch to manifest; the failure policy lives there, once.
+//! - [`rollup`]: one manifest per API export (closed by Braze's callback, a quiet period or
+//!   by hand; amended by late files), on top of the pipeline.
 //! - [`handler`]: Lambda event → pipeline runs → response (batch item failures, Batch
-//!   Operations result codes).
+//!   Operations result codes, the export callback's HTTP answer, the scheduled sweep).
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines, one per object, in the Lambda only.
 //! - `demo`: `export-fetcher demo`: an embedded S3 server, sample Braze files, the real handler
 //!   (the `demo` feature: on for the command line, off in the Lambda build).
@@ -27,7 +29,7 @@
 //!   Lambda build).
 //! - [`braze_policy`]: the IAM policies Braze documents for a connected bucket.
 //! - [`cli`]: the `export-fetcher` command line (`index`, `invoke`, `demo`, `backfill`,
-//!   `braze-policy`).
+//!   `close-export`, `braze-policy`).
 
 #[cfg(feature = "backfill")]
 pub mod backfill;
@@ -43,6 +45,7 @@ pub mod index;
 pub mod manifest;
 pub mod metrics;
 pub mod pipeline;
+pub mod rollup;
 pub mod sink;
 pub mod store;
 pub mod trigger;

@@ -86,6 +86,7 @@ async fn run(command: Option<Command>) -> i32 {
                 #[cfg(feature = "backfill")]
                 Some(Command::Backfill(args)) => cli::backfill(*args, cfg).await,
                 Some(Command::Demo) => cli::demo(cfg).await,
+                Some(Command::CloseExport { folder }) => cli::close_export(&folder, cfg).await,
                 Some(Command::BrazePolicy { .. } | Command::S3Server { .. }) => {
                     unreachable!("matched above")
                 }

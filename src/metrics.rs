@@ -14,6 +14,10 @@
 //! | `Duration` | Milliseconds | the object's processing time |
 //! | `Lag` | Seconds | from the S3 event time to the manifest written (new manifests only) |
 //! | `SinkFailures` | Count | sinks that did not accept the manifest |
+//! | `ExportsClosed` | Count | 1 per export manifest generation written (with `ClosedBy`, `Status`) |
+//! | `OpenExports` | Count | exports still open after a scheduled sweep |
+//! | `OldestOpenExportAge` | Seconds | since the oldest export still open was first seen |
+//! | `SweepErrors` | Count | open exports a sweep could not handle (tried again at the next) |
 //!
 //! Only the Lambda runtime loop emits them ([`enable`]); the command line never does, so that
 //! `invoke` and `backfill --local` keep stdout for their own output.
@@ -34,6 +38,72 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Turns the EMF lines on (the Lambda runtime loop does, once).
 pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// One export manifest generation written, when enabled.
+pub fn record_export_closed(m: &crate::rollup::export::ExportManifest) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
+    println!("{}", export_line(m, &function, now_millis()));
+}
+
+/// The EMF line for one export manifest generation.
+pub fn export_line(
+    m: &crate::rollup::export::ExportManifest,
+    function: &str,
+    now_ms: u64,
+) -> Value {
+    json!({
+        "FunctionName": function,
+        "ClosedBy": m.closed_by.as_str(),
+        "Status": m.status.as_str(),
+        "ExportsClosed": 1,
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["FunctionName"], ["FunctionName", "ClosedBy"], ["FunctionName", "Status"]],
+                "Metrics": [{"Name": "ExportsClosed", "Unit": "Count"}],
+            }],
+        },
+    })
+}
+
+/// One scheduled sweep's gauges, when enabled.
+pub fn record_sweep(report: &crate::rollup::sweep::SweepReport) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
+    println!("{}", sweep_line(report, &function, now_millis()));
+}
+
+/// The EMF line for one sweep.
+pub fn sweep_line(
+    report: &crate::rollup::sweep::SweepReport,
+    function: &str,
+    now_ms: u64,
+) -> Value {
+    json!({
+        "FunctionName": function,
+        "OpenExports": report.open,
+        "OldestOpenExportAge": report.oldest_open_seconds,
+        "SweepErrors": report.errors.len(),
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [
+                    {"Name": "OpenExports", "Unit": "Count"},
+                    {"Name": "OldestOpenExportAge", "Unit": "Seconds"},
+                    {"Name": "SweepErrors", "Unit": "Count"},
+                ],
+            }],
+        },
+    })
 }
 
 /// One object's metrics, when enabled: printed as one EMF line on stdout.

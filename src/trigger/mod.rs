@@ -1,6 +1,7 @@
 //! Every Lambda envelope → object events: direct S3 notifications, S3 → SQS, S3 → SNS,
 //! S3 → SNS → SQS, EventBridge "Object Created" and EventBridge → SQS; S3 Batch Operations
-//! invocations are read by [`batch`] (their response differs).
+//! invocations are read by [`batch`] (their response differs), Function URL requests (Braze's
+//! export callback) and EventBridge schedules by [`http`].
 //!
 //! Events are read leniently from a [`serde_json::Value`]: only the fields used are required,
 //! because real senders differ in what they include (moto omits `userIdentity` and
@@ -15,6 +16,7 @@
 //! cannot be read never hides the others of its batch.
 
 pub mod batch;
+pub mod http;
 mod key;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ mod deploy_artifact;
 mod exactly_once_ack;
 mod exactly_once_deadlines;
 mod exactly_once_versions;
+mod exports;
 mod fixtures;
 mod hostile_avro;
 mod hostile_formats;

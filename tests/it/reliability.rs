@@ -142,8 +142,13 @@ async fn duplicate_storm_writes_one_manifest_and_delivers_once_per_sink() {
     keys.sort();
     assert_eq!(
         keys.len(),
-        6,
-        "one part, one manifest, four delivery records: {keys:?}"
+        7,
+        "one part, one manifest, four delivery records, the export's open record: {keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| k.ends_with("/open.json")).count(),
+        1,
+        "{keys:?}"
     );
 
     let sqs = moto.sqs();

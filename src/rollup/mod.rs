@@ -1,0 +1,35 @@
+//! Roll-ups: one manifest for a group of objects that Braze writes with no completion marker.
+//!
+//! An API user export is one folder, `segment-export/<segment>/<date>/<object_prefix>/`, of
+//! many objects. [`export`] closes it into an export manifest
+//! (`<OUTPUT_PREFIX>exports/<folder>/export.manifest.json`) when Braze's callback says it is
+//! done ([`callback`]), when the scheduled sweep finds it quiet ([`sweep`]), or by hand
+//! (`export-fetcher close-export`). A file that arrives after the close amends it (generation
+//! + 1). Every generation is written once (conditional writes) and forwarded once per sink.
+//!
+//! While an export is open, a small record under `<OUTPUT_PREFIX>open/exports/<folder>/` names
+//! it (written when one of its objects is indexed), so that the sweep's cost grows with the
+//! number of open exports, never with the bucket. The record also holds a close that waits for
+//! files still being indexed. Listing the folder, not the records, is the truth of which files
+//! an export holds.
+//!
+//! This layer sits between the pipeline (which it calls to index a file the close finds without
+//! its manifest) and the handler (which calls it after each object and for the callback and the
+//! schedule).
+
+pub mod callback;
+pub mod export;
+pub mod sweep;
+
+/// The unix second now.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix seconds as RFC 3339 (`…Z`), as the manifests write times.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    crate::detect::unix_to_rfc3339(secs).unwrap_or_else(|| secs.to_string())
+}
