@@ -123,7 +123,7 @@ fn client(endpoint: &str) -> Client {
 /// downloaded under `dir`. The benchmark's plain-file server (`tools/s3-server`) is checked this
 /// way too. `Ok(true)` when every sample got the status it should.
 pub async fn against(
-    cfg: Config,
+    mut cfg: Config,
     server: &Server,
     label: &str,
     root: &Path,
@@ -136,6 +136,10 @@ pub async fn against(
     let out_bucket = cfg.output_bucket.clone().unwrap_or_else(|| BUCKET.into());
     let prefix = cfg.output_prefix.clone();
     let write_parts = cfg.write_parts;
+    // Braze's export callback is simulated below: it needs the bucket and a token.
+    cfg.source_bucket.get_or_insert_with(|| BUCKET.to_string());
+    cfg.callback_token
+        .get_or_insert_with(|| DEMO_CALLBACK_TOKEN.to_string());
     println!(
         "export-fetcher demo: an S3 server ({label}) on {}, storing in {}",
         server.endpoint(),
@@ -251,7 +255,7 @@ pub async fn against(
     }
 
     // At-least-once delivery: the same notifications again, this time straight from S3.
-    let again = handler::handle(env, json!({ "Records": records }), None).await;
+    let again = handler::handle(env.clone(), json!({ "Records": records }), None).await;
     let mut duplicates = 0;
     let mut rewritten = 0;
     match again {
@@ -288,6 +292,12 @@ pub async fn against(
         ));
     }
 
+    // Braze's callback for the export of three objects: one export manifest for all of them.
+    match close_by_callback(&env, &s3, &out_bucket, &prefix, &rows).await {
+        Ok(line) => println!("{line}"),
+        Err(e) => problems.push(e),
+    }
+
     if let Err(e) = download_all(&s3, dir, &out_bucket, &prefix, &rows).await {
         problems.push(e);
     }
@@ -310,6 +320,73 @@ pub async fn against(
         }
         Ok(false)
     }
+}
+
+/// The callback token the demo uses when `CALLBACK_TOKEN` is not set.
+const DEMO_CALLBACK_TOKEN: &str = "demo-callback-token-0000";
+
+/// Sends Braze's callback for the demo's export of three objects (as the Function URL hands it
+/// to the function), reads the export manifest back and checks it; returns the summary line.
+async fn close_by_callback(
+    env: &Arc<crate::pipeline::Env>,
+    s3: &Client,
+    out_bucket: &str,
+    prefix: &str,
+    rows: &[Row],
+) -> Result<String, String> {
+    use crate::rollup::callback::CALLBACK_PATH;
+    use crate::rollup::export::{ClosedBy, ExportManifest, Folder, export_manifest_key};
+    let files: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.sample.label == samples::CALLBACK_EXPORT)
+        .collect();
+    let folder = files
+        .first()
+        .and_then(|r| Folder::of_key(BUCKET, &r.sample.key))
+        .ok_or("the demo's samples hold no API export to close")?;
+    let segment = folder.braze.segment_id.clone().unwrap_or_default();
+    let token = env.cfg.callback_token.clone().unwrap_or_default();
+    let request = json!({
+        "version": "2.0", "routeKey": "$default",
+        "rawPath": format!("{CALLBACK_PATH}{token}"),
+        "rawQueryString": format!("segment_id={segment}"),
+        "headers": {"content-type": "application/json", "user-agent": "Braze"},
+        "requestContext": {"http": {"method": "POST", "path": format!("{CALLBACK_PATH}{token}")}},
+        "body": r#"{"success":true}"#, "isBase64Encoded": false,
+    });
+    let answer = handler::handle(env.clone(), request, None)
+        .await
+        .map_err(|e| format!("Braze's callback: the handler failed: {e}"))?;
+    if answer["statusCode"] != 200 {
+        return Err(format!("Braze's callback was answered {answer}"));
+    }
+    let key = export_manifest_key(prefix, &folder.prefix);
+    let (body, _) = get(s3, out_bucket, &key)
+        .await
+        .map_err(|e| format!("no export manifest after Braze's callback: {e}"))?;
+    let m: ExportManifest = serde_json::from_slice(&body)
+        .map_err(|e| format!("unreadable export manifest {key}: {e}"))?;
+    let records: u64 = files.iter().map(|r| r.sample.expect.records).sum();
+    if m.status != Status::Complete
+        || m.closed_by != ClosedBy::Callback
+        || m.files.len() != files.len()
+        || m.totals.records != records
+    {
+        return Err(format!(
+            "the export manifest {key} should list {} complete files and {records} records, \
+             closed by the callback: {}",
+            files.len(),
+            m.to_json_pretty()
+        ));
+    }
+    Ok(format!(
+        "Braze's callback closed the API export {}: {} files, {} records, {} \
+         (export manifest s3://{out_bucket}/{key}).",
+        folder.braze.object_prefix.as_deref().unwrap_or_default(),
+        m.files.len(),
+        thousands(m.totals.records),
+        m.status.as_str()
+    ))
 }
 
 /// Settings from the environment that the demo does not use as they would be in Lambda.

@@ -12,6 +12,9 @@ use serde_json::{Map, Value, json};
 
 use crate::manifest::{Kind, Status};
 
+/// The label of the three objects of the API export the demo closes with Braze's callback.
+pub const CALLBACK_EXPORT: &str = "API user export of 3 objects (gzip)";
+
 /// One object to upload, and what the pipeline must make of it.
 pub struct Sample {
     /// What it stands for, in a few words (shown when something goes wrong).
@@ -695,6 +698,27 @@ pub fn all() -> Result<Vec<Sample>, String> {
             records: 1,
         },
     });
+
+    // An API user export split into three objects (one per ~5,000 users in Braze; fewer here)
+    // under one folder of a segment of its own: the demo closes it with Braze's callback.
+    let segment = rng.uuid();
+    let folder = format!("{}-1714664700", rng.uuid());
+    for (i, n) in [700usize, 650, 400].into_iter().enumerate() {
+        samples.push(Sample {
+            label: CALLBACK_EXPORT,
+            key: format!(
+                "segment-export/{segment}/{date}/{folder}/{}.gz",
+                rng.hex(32)
+            ),
+            bytes: gzip(&users_jsonl(&mut rng, i * 1000, n))?,
+            expect: Expect {
+                kind: Kind::ApiUserExport,
+                status: Status::Complete,
+                parts: 1,
+                records: n as u64,
+            },
+        });
+    }
 
     samples.push(Sample {
         label: "a truncated .gz API user export",

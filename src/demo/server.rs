@@ -19,11 +19,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::dto::{
-    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput,
-    CompleteMultipartUploadOutput, CreateBucketInput, CreateBucketOutput,
-    CreateMultipartUploadInput, CreateMultipartUploadOutput, GetObjectInput, GetObjectOutput,
-    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListObjectsV2Input,
-    ListObjectsV2Output, PutObjectInput, PutObjectOutput, UploadPartInput, UploadPartOutput,
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CommonPrefix,
+    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CreateBucketInput,
+    CreateBucketOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput,
+    DeleteObjectOutput, GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput,
+    HeadObjectInput, HeadObjectOutput, ListObjectsV2Input, ListObjectsV2Output, PutObjectInput,
+    PutObjectOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::service::S3ServiceBuilder;
 use s3s::{S3, S3Request, S3Response, S3Result};
@@ -158,6 +159,9 @@ struct ShortKeys {
     long_keys: Mutex<HashMap<String, String>>,
 }
 
+/// Where shortened keys are stored.
+const LONG_KEYS: &str = ".long-keys/";
+
 /// Length of unpadded base64 of `n` bytes.
 fn base64_len(n: usize) -> usize {
     (n * 4).div_ceil(3)
@@ -174,11 +178,11 @@ fn fits(bucket: &str, key: &str) -> bool {
 impl ShortKeys {
     /// The key the object is stored under.
     fn storage_key(&self, bucket: &str, key: &str) -> String {
-        if fits(bucket, key) && !key.starts_with(".long-keys/") {
+        if fits(bucket, key) && !key.starts_with(LONG_KEYS) {
             return key.to_string();
         }
         let digest = Sha256::digest(key.as_bytes());
-        let mut name = String::from(".long-keys/");
+        let mut name = String::from(LONG_KEYS);
         for b in digest {
             name.push_str(&format!("{b:02x}"));
         }
@@ -261,9 +265,8 @@ impl S3 for ShortKeys {
         Box::pin(self.fs.head_bucket(req))
     }
 
-    /// Listed as `s3s-fs` lists them, with shortened keys named by their real key again (a
-    /// prefix that only a shortened key's real key matches finds nothing: `backfill` over such
-    /// keys needs a prefix that holds shorter ones too).
+    /// Listed as `s3s-fs` lists them, with the shortened keys listed under their real keys
+    /// (prefix and delimiter applied to the real key), added to the listing's last page.
     fn list_objects_v2<'life0, 'async_trait>(
         &'life0 self,
         req: S3Request<ListObjectsV2Input>,
@@ -273,10 +276,59 @@ impl S3 for ShortKeys {
         Self: 'async_trait,
     {
         Box::pin(async move {
+            let prefix = req.input.prefix.clone().unwrap_or_default();
+            let delimiter = req.input.delimiter.clone().filter(|d| !d.is_empty());
+            let mut long = req.clone();
+            long.input.prefix = Some(LONG_KEYS.to_string());
+            long.input.delimiter = None;
+            long.input.start_after = None;
+            long.input.continuation_token = None;
             let mut resp = self.fs.list_objects_v2(req).await?;
-            for object in resp.output.contents.iter_mut().flatten() {
-                object.key = object.key.take().map(|k| self.real_key(k));
+            let out = &mut resp.output;
+            let mut contents = out.contents.take().unwrap_or_default();
+            contents.retain(|o| !o.key.as_deref().unwrap_or("").starts_with(LONG_KEYS));
+            let mut prefixes: std::collections::BTreeSet<String> = out
+                .common_prefixes
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| p.prefix)
+                .filter(|p| !p.starts_with(LONG_KEYS))
+                .collect();
+            if out.is_truncated != Some(true) {
+                loop {
+                    let page = self.fs.list_objects_v2(long.clone()).await?.output;
+                    for mut object in page.contents.unwrap_or_default() {
+                        let real = self.real_key(object.key.take().unwrap_or_default());
+                        let Some(rest) = real.strip_prefix(prefix.as_str()) else {
+                            continue;
+                        };
+                        if let Some(d) = &delimiter
+                            && let Some(at) = rest.find(d.as_str())
+                        {
+                            prefixes.insert(format!("{prefix}{}", &rest[..at + d.len()]));
+                            continue;
+                        }
+                        object.key = Some(real);
+                        contents.push(object);
+                    }
+                    match page.next_continuation_token {
+                        Some(token) if page.is_truncated == Some(true) => {
+                            long.input.continuation_token = Some(token);
+                        }
+                        _ => break,
+                    }
+                }
             }
+            contents.sort_by(|a, b| a.key.cmp(&b.key));
+            out.key_count = Some((contents.len() + prefixes.len()) as i32);
+            out.contents = (!contents.is_empty()).then_some(contents);
+            out.common_prefixes = (!prefixes.is_empty()).then(|| {
+                prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect()
+            });
             Ok(resp)
         })
     }
@@ -284,6 +336,7 @@ impl S3 for ShortKeys {
     keyed!(put_object, PutObjectInput, PutObjectOutput);
     keyed!(get_object, GetObjectInput, GetObjectOutput);
     keyed!(head_object, HeadObjectInput, HeadObjectOutput);
+    keyed!(delete_object, DeleteObjectInput, DeleteObjectOutput);
     keyed!(upload_part, UploadPartInput, UploadPartOutput);
     keyed!(
         abort_multipart_upload,

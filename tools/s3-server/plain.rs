@@ -16,8 +16,9 @@
 //!   committed, so of two racing writers exactly one wins.
 //!
 //! Served: CreateBucket, HeadBucket, PutObject, GetObject (ranges, `If-Match`, `If-None-Match`),
-//! HeadObject, ListObjectsV2 (prefix, `max-keys` up to 1,000, continuation token, `start-after`;
-//! keys in byte order; no delimiter or encoding type) and the four multipart operations.
+//! HeadObject, DeleteObject, ListObjectsV2 (prefix, delimiter, `max-keys` up to 1,000,
+//! continuation token, `start-after`; keys in byte order; no encoding type) and the four
+//! multipart operations.
 //! Everything else answers `NotImplemented`. The
 //! state is the process's: a restarted server starts empty (files left in the folder are not
 //! read back).
@@ -37,12 +38,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use s3s::dto::{
-    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput,
-    CompleteMultipartUploadOutput, CreateBucketInput, CreateBucketOutput,
-    CreateMultipartUploadInput, CreateMultipartUploadOutput, ETag, ETagCondition, GetObjectInput,
-    GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
-    ListObjectsV2Input, ListObjectsV2Output, Object as ListedObject, PutObjectInput,
-    PutObjectOutput, Range, StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CommonPrefix,
+    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CreateBucketInput,
+    CreateBucketOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput,
+    DeleteObjectOutput, ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadBucketInput,
+    HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListObjectsV2Input, ListObjectsV2Output,
+    Object as ListedObject, PutObjectInput, PutObjectOutput, Range, StreamingBlob, Timestamp,
+    UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, TrailingHeaders, s3_error};
 use tokio::sync::mpsc;
@@ -343,12 +345,13 @@ impl PlainStore {
     /// token (the last key of the previous page, base64) or else `start-after`.
     fn list(&self, input: ListObjectsV2Input) -> S3Result<S3Response<ListObjectsV2Output>> {
         self.check_bucket(&input.bucket)?;
-        if input.delimiter.is_some() || input.encoding_type.is_some() {
+        if input.encoding_type.is_some() {
             return Err(s3_error!(
                 NotImplemented,
-                "ListObjectsV2 with a delimiter or an encoding type"
+                "ListObjectsV2 with an encoding type"
             ));
         }
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
         let max_keys = input.max_keys.unwrap_or(MAX_KEYS);
         if max_keys < 0 {
             return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
@@ -369,6 +372,10 @@ impl PlainStore {
             None => input.start_after.clone(),
         };
         let prefix = input.prefix.clone().unwrap_or_default();
+        // A common prefix the previous page ended on stands for every key under it.
+        let resumed_in = after
+            .as_ref()
+            .filter(|a| delimiter.as_ref().is_some_and(|d| a.ends_with(d.as_str())));
         let mut found: Vec<(String, Arc<Object>)> = self
             .lock()
             .objects
@@ -377,14 +384,40 @@ impl PlainStore {
                 *bucket == input.bucket
                     && key.starts_with(&prefix)
                     && after.as_ref().is_none_or(|a| key > a)
+                    && resumed_in.is_none_or(|p| !key.starts_with(p.as_str()))
             })
             .map(|((_, key), object)| (key.clone(), object.clone()))
             .collect();
         found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Keys past the delimiter roll up into their common prefix, listed once in key order.
+        let mut entries: Vec<(String, Option<Arc<Object>>)> = Vec::with_capacity(found.len());
+        for (key, object) in found {
+            let rolled = delimiter.as_ref().and_then(|d| {
+                key[prefix.len()..]
+                    .find(d.as_str())
+                    .map(|at| key[..prefix.len() + at + d.len()].to_string())
+            });
+            match rolled {
+                Some(common) => {
+                    if entries.last().is_none_or(|(last, _)| *last != common) {
+                        entries.push((common, None));
+                    }
+                }
+                None => entries.push((key, Some(object))),
+            }
+        }
         let page = max_keys.min(MAX_KEYS) as usize;
-        let truncated = found.len() > page;
-        found.truncate(page);
-        let next = truncated.then(|| BASE64.encode(&found[found.len() - 1].0));
+        let truncated = entries.len() > page;
+        entries.truncate(page);
+        let next = truncated.then(|| BASE64.encode(&entries[entries.len() - 1].0));
+        let mut common_prefixes = Vec::new();
+        let mut found = Vec::with_capacity(entries.len());
+        for (key, object) in entries {
+            match object {
+                Some(object) => found.push((key, object)),
+                None => common_prefixes.push(CommonPrefix { prefix: Some(key) }),
+            }
+        }
         let contents = found
             .into_iter()
             .map(|(key, object)| ListedObject {
@@ -402,7 +435,9 @@ impl PlainStore {
             name: Some(input.bucket),
             prefix: input.prefix,
             max_keys: Some(max_keys),
-            key_count: Some(contents.len() as i32),
+            key_count: Some((contents.len() + common_prefixes.len()) as i32),
+            delimiter: input.delimiter,
+            common_prefixes: (!common_prefixes.is_empty()).then_some(common_prefixes),
             continuation_token: input.continuation_token,
             start_after: input.start_after,
             is_truncated: Some(truncated),
@@ -761,6 +796,20 @@ impl S3 for PlainStore {
         .head(req)
         .await);
     serve!(
+        delete_object,
+        DeleteObjectInput,
+        DeleteObjectOutput,
+        |s, req| {
+            s.check_bucket(&req.input.bucket)?;
+            let id = (req.input.bucket, req.input.key);
+            let old = s.lock().objects.remove(&id);
+            if let Some(old) = old {
+                remove_pieces(&old.pieces);
+            }
+            Ok(S3Response::new(DeleteObjectOutput::default()))
+        }
+    );
+    serve!(
         list_objects_v2,
         ListObjectsV2Input,
         ListObjectsV2Output,
@@ -832,6 +881,65 @@ mod tests {
                 x as u8
             })
             .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delimiter_listings_page_through_common_prefixes_and_deletes_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, store) = start(dir.path()).await;
+        for key in ["a/1", "a/2/x", "a/2/y", "a/3/z", "a/4", "b"] {
+            store
+                .put_small(
+                    "plain-tests",
+                    key,
+                    b"x".to_vec(),
+                    "text/plain",
+                    Condition::None,
+                )
+                .await
+                .unwrap();
+        }
+        // One entry per page: a common prefix is one entry, and the next page skips its keys.
+        let (mut objects, mut prefixes, mut token) = (Vec::new(), Vec::new(), None);
+        loop {
+            let page = store
+                .client()
+                .list_objects_v2()
+                .bucket("plain-tests")
+                .prefix("a/")
+                .delimiter("/")
+                .max_keys(1)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(page.key_count(), Some(1));
+            objects.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(String::from)),
+            );
+            prefixes.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(String::from)),
+            );
+            token = page.next_continuation_token().map(String::from);
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(objects, ["a/1", "a/4"]);
+        assert_eq!(prefixes, ["a/2/", "a/3/"]);
+        let listing = store.list("plain-tests", "", Some("/")).await.unwrap();
+        assert_eq!(listing.prefixes, ["a/"]);
+        assert_eq!(listing.objects.len(), 1);
+        store.delete("plain-tests", "a/2/x").await.unwrap();
+        store.delete("plain-tests", "a/2/x").await.unwrap();
+        let listing = store.list("plain-tests", "a/2/", None).await.unwrap();
+        let keys: Vec<&str> = listing.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["a/2/y"]);
+        server.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1163,10 +1271,24 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.into_service_error().meta().code(), Some("NoSuchBucket"));
-        let err = s3
+        let rolled = s3
             .list_objects_v2()
             .bucket("list")
             .delimiter("/")
+            .send()
+            .await
+            .unwrap();
+        let keys: Vec<&str> = rolled.contents().iter().filter_map(|o| o.key()).collect();
+        let prefixes: Vec<&str> = rolled
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix())
+            .collect();
+        assert_eq!((keys, prefixes), (vec!["a", "a0"], vec!["a/", "b/"]));
+        let err = s3
+            .list_objects_v2()
+            .bucket("list")
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
             .send()
             .await
             .unwrap_err();
