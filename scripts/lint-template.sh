@@ -23,9 +23,10 @@ if [ "$rc" -ne 0 ]; then
   exit "$rc"
 fi
 echo "lint-template: template.yaml is clean (cfn-lint $("$lint" --version | awk '{print $2}'))." >&2
-# The template's delivery guarantees, which neither tool knows about (docs/DEPLOY.md explains each).
+# The template's delivery guarantees, which neither tool knows about (docs/DEPLOY.md explains each;
+# the export roll-ups' ones are explained next to their resources in template.yaml).
 .venv/bin/python - template.yaml <<'PY' || { echo "lint-template: template.yaml breaks a delivery guarantee (see above)." >&2; exit 1; }
-import json, sys
+import json, re, sys
 from cfnlint.decode import decode_str
 t, problems = decode_str(open(sys.argv[1]).read())
 assert not problems, problems
@@ -79,7 +80,66 @@ check(all("backfill/*" in j(st["Resource"]) for st in stmts if "s3:" in j(st["Ac
       "the backfill role reaches S3 under <OUTPUT_PREFIX>backfill/ only")
 check(any(j(o.get("Value")) == j({"Fn::GetAtt": ["BatchOperationsRole", "Arn"]}) for o in t["Outputs"].values()),
       "the backfill role's ARN is an output")
-import re
+# The export roll-ups (src/rollup/): Braze's callback through a public Function URL, the
+# 5-minute sweep, the token from Secrets Manager, listings limited by s3:prefix, the alarm.
+check(j(fn.get("FunctionUrlConfig", {}).get("AuthType")) == j("NONE"),
+      "the Function URL (Braze's export callback) exists with AuthType NONE: Braze cannot sign requests")
+schedules = [e["Properties"] for e in fn["Events"].values() if e["Type"] in ("Schedule", "ScheduleV2")]
+check(len(schedules) == 1
+      and (schedules[0].get("Schedule") or schedules[0].get("ScheduleExpression")) == "rate(5 minutes)",
+      "one schedule invokes the sweep, rate(5 minutes)")
+env = fn["Environment"]["Variables"]
+token = env.get("CALLBACK_TOKEN")
+secret = re.fullmatch(r"\{\{resolve:secretsmanager:\$\{(\w+)\}:SecretString\}\}",
+                      token["Fn::Sub"] if isinstance(token, dict) and isinstance(token.get("Fn::Sub"), str) else "")
+generated = R[secret[1]]["Properties"].get("GenerateSecretString", {}) if secret and secret[1] in R else {}
+check(secret is not None and R.get(secret[1], {}).get("Type") == "AWS::SecretsManager::Secret"
+      and int(generated.get("PasswordLength", 0)) >= 16 and generated.get("ExcludePunctuation") is True,
+      "CALLBACK_TOKEN is a Secrets Manager dynamic reference to a secret the stack generates "
+      "(at least 16 letters and digits), never a literal")
+check(not any("{{resolve:" in j(o) or "CallbackTokenSecret.SecretString" in j(o) for o in t["Outputs"].values()),
+      "no output reveals the callback token")
+check(j(env.get("SOURCE_BUCKET")) == j(out[1]) and j(env.get("EXPORT_QUIET_MINUTES")) == j({"Ref": "ExportQuietMinutes"}),
+      "SOURCE_BUCKET is the bucket Braze writes to and EXPORT_QUIET_MINUTES the ExportQuietMinutes parameter")
+def statements(node):
+    if isinstance(node, dict):
+        if "Effect" in node and "Action" in node:
+            yield node
+        else:
+            for v in node.values():
+                yield from statements(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from statements(v)
+def actions(st):
+    return [st["Action"]] if isinstance(st["Action"], str) else list(st["Action"])
+role = list(statements(R["FunctionRole"]["Properties"]["Policies"]))
+listing = [st for st in role if "s3:ListBucket" in actions(st)]
+# NotFoundIsDetectable is the one exception: S3 answers 404 (not 403) for a missing key only to
+# a caller allowed to list the bucket, which a prefix-conditioned grant does not satisfy
+# (docs/DEPLOY.md, "Permissions"). Every other ListBucket names the prefixes it lists.
+check(all(st.get("Sid") == "NotFoundIsDetectable" or "s3:prefix" in j(st.get("Condition")) for st in listing),
+      "every s3:ListBucket of the function role but NotFoundIsDetectable carries an s3:prefix condition")
+source_lists = [st for st in listing if st.get("Sid") != "NotFoundIsDetectable" and "CreateSourceBucket" in j(st["Resource"])
+                and "OutputToSource" not in j(st["Resource"])]
+check(len(source_lists) == 1
+      and j(source_lists[0].get("Condition")) == j({"StringLike": {"s3:prefix": ["segment-export/*"]}}),
+      "the roll-ups list the source bucket under segment-export/ only")
+check(any(j(st.get("Condition")) == j({"StringLike": {"s3:prefix": {"Fn::Sub": "${OutputPrefix}open/exports/*"}}})
+          for st in listing),
+      "the roll-ups list the output bucket under <OutputPrefix>open/exports/ only")
+deletes = [st for st in role if any(a.startswith("s3:Delete") for a in actions(st))]
+check(len(deletes) == 1 and actions(deletes[0]) == ["s3:DeleteObject"]
+      and "}/${OutputPrefix}open/exports/*" in j(deletes[0]["Resource"]),
+      "the function deletes nothing but the open export records under <OutputPrefix>open/exports/")
+open_alarms = [r["Properties"] for r in R.values() if r["Type"] == "AWS::CloudWatch::Alarm"
+               and r["Properties"].get("MetricName") == "OldestOpenExportAge"]
+check(len(open_alarms) == 1 and open_alarms[0]["Namespace"] == "ExportFetcher"
+      and int(open_alarms[0]["Threshold"]) == 86400 and open_alarms[0]["Statistic"] == "Maximum"
+      and open_alarms[0]["ComparisonOperator"] == "GreaterThanThreshold",
+      "an alarm fires when an export has been open for more than 86400 s (OldestOpenExportAge)")
+check(R["NoInvocationsAlarm"]["Properties"]["MetricName"] != "Invocations",
+      "the no-data alarm does not count invocations (the schedule invokes the function every 5 minutes)")
 body = R["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
 try:
     json.loads(re.sub(r"\$\{[^}]+\}", "1", body))
