@@ -82,6 +82,27 @@ const NOT_RUN: &[(&str, &str)] = &[
         "cargo build --release --example s3-server",
         "a release build of the benchmark's servers; scripts/bench.sh builds and runs it",
     ),
+    (
+        "URL=$(aws cloudformation describe-stacks --stack-name export-fetcher   --query \"Stacks[0].Outputs[?OutputKey=='ExportCallbackUrl'].OutputValue\" --output text)",
+        "reads a deployed stack's outputs: needs an AWS account",
+    ),
+    (
+        "SECRET=$(aws cloudformation describe-stacks --stack-name export-fetcher   --query \"Stacks[0].Outputs[?OutputKey=='ExportCallbackTokenSecretArn'].OutputValue\" --output text)",
+        "reads a deployed stack's outputs: needs an AWS account",
+    ),
+    (
+        "TOKEN=$(aws secretsmanager get-secret-value --secret-id \"$SECRET\" --query SecretString --output text)",
+        "reads the deployed stack's secret: needs an AWS account",
+    ),
+    (
+        "curl -sS -X POST https://rest.iad-01.braze.com/users/export/segment   -H \"Authorization: Bearer $BRAZE_API_KEY\" -H 'Content-Type: application/json' --data \"$BODY\"",
+        "calls Braze's REST API: needs a Braze workspace and API key; tests/it/exports.rs sends \
+         the callback Braze then makes",
+    ),
+    (
+        "curl -sS -X POST https://rest.iad-01.braze.com/users/export/global_control_group   -H \"Authorization: Bearer $BRAZE_API_KEY\" -H 'Content-Type: application/json' --data \"$BODY\"",
+        "calls Braze's REST API: needs a Braze workspace and API key",
+    ),
 ];
 
 /// Exit statuses other than 0 that the README says a command ends with.
