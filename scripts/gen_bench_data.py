@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates the benchmark inputs: Braze user-export JSON lines (see shared BRAZE-FORMATS.md),
+"""Generates the benchmark inputs: Braze user-export JSON lines (as Braze documents them),
 as one gzip object and as an 8-member zip, at ~1 GiB and ~100 MB decompressed.
 
 Usage: gen_bench_data.py DIR   (files already present are kept)

@@ -8,7 +8,7 @@
   many_objects.py read ENDPOINT KEYS THREADS      the reference: GET every key of KEYS and gunzip it
                                                   (THREADS at a time); prints objects and bytes
 
-Needs boto3 (the project's .venv has it: moto depends on it). Objects (BRAZE-FORMATS.md):
+Needs boto3 (the project's .venv has it: moto depends on it). Objects (keys as Braze documents them):
 - big: API user exports with `output_format: "gzip"`, JSON lines of Braze user records
   (scripts/gen_bench_data.py's generator), 5,600 users (~5 MB of JSON, one file per ~5,000 users
   as Braze splits them), keys `segment-export/SEGMENT/DATE/UUID-TIMESTAMP/HEX32.gz`, 100 files per

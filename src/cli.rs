@@ -19,8 +19,8 @@ use crate::{handler, pipeline};
 
 /// Shown after `--help`: what configures the commands, and what they exit with.
 const AFTER_HELP: &str = "\
-Configuration (environment variables; a bad value stops `index`, `invoke`, `demo` and the Lambda
-with exit status 2, naming the variable; the README's Configuration table has the details):
+Configuration (environment variables; a bad value stops `index`, `invoke`, `demo`, `backfill`,
+`close-export` and the Lambda with exit status 2, naming the variable; the README's Configuration table has the details):
   OUTPUT_BUCKET                 where parts and manifests go (default: the source bucket)
   OUTPUT_PREFIX                 prefix of every output key (default: export-fetcher/)
   WRITE_PARTS                   write the decompressed parts (default: true)
@@ -34,23 +34,27 @@ with exit status 2, naming the variable; the README's Configuration table has th
   MAX_RECORD_BYTES              the longest record held in memory (default: 32M)
   OFFSET_INTERVAL               records between two index offsets (default: 10000)
   SNS_TOPIC_ARN, SQS_QUEUE_URL, EVENT_BUS_NAME, WEBHOOK_URL, WEBHOOK_SECRET
-                                where `invoke` and the Lambda forward each manifest
+                                where `invoke`, `close-export` and the Lambda forward manifests
   SOURCE_BUCKET                 the bucket Braze writes to (the export callback lists it)
   CALLBACK_TOKEN                the secret path segment of Braze's export callback URL
   EXPORT_QUIET_MINUTES          the sweep closes an export this long quiet (default: 30)
   AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3
-                                another S3 endpoint for `invoke` (path-style; without AWS_REGION
-                                and credentials it uses us-east-1 and local dummy credentials)
+                                another S3 endpoint for `invoke` and `close-export` (path-style;
+                                without AWS_REGION and credentials it uses us-east-1 and local
+                                dummy credentials)
   RUST_LOG (or AWS_LAMBDA_LOG_LEVEL), AWS_LAMBDA_LOG_FORMAT=JSON
                                 log level (default: warn; error for `index`) and format, on stderr
   AWS_LAMBDA_RUNTIME_API        set by Lambda: the binary serves the Lambda runtime instead
 
 Exit status:
   0  done: `index` wrote a complete manifest; `invoke`: no message or object is to be retried;
-     `demo`: every sample got the status it should
+     `demo`: every sample got the status it should; `close-export`: the export is complete
   1  not done: `index`: the manifest is partial or failed; `invoke`: the response lists
-     batchItemFailures or the invocation failed (retryable); `demo`: a check failed
-  2  usage error: bad flags, an unreadable file or event, an unusable --out, bad configuration";
+     batchItemFailures, a Batch Operations task that did not succeed, a sweep error or an
+     HTTP status of 400 or more, or the invocation failed (retryable); `demo`: a check failed;
+     `close-export`: the export is partial or failed, or not closed or not forwarded yet
+  2  usage error: bad flags, an unreadable file or event, an unusable --out, bad configuration,
+     a `close-export` path that is not an API export folder";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -496,6 +500,30 @@ pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
                     EXIT_NOT_COMPLETE
                 };
             }
+            // A Batch Operations answer fails with any task that did not succeed.
+            if response["invocationSchemaVersion"].is_string() {
+                let failed = response["results"].as_array().map_or(0, |results| {
+                    results
+                        .iter()
+                        .filter(|r| r["resultCode"] != "Succeeded")
+                        .count()
+                });
+                if failed == 0 {
+                    return EXIT_OK;
+                }
+                tracing::warn!(failed, "{failed} Batch Operations task(s) did not succeed");
+                return EXIT_NOT_COMPLETE;
+            }
+            // The sweep's report fails with any export it could not sweep.
+            if let Some(errors) = response["errors"].as_array()
+                && response["oldest_open_seconds"].is_number()
+            {
+                return if errors.is_empty() {
+                    EXIT_OK
+                } else {
+                    EXIT_NOT_COMPLETE
+                };
+            }
             let failures = response["batchItemFailures"].as_array().map_or(0, Vec::len);
             if failures == 0 {
                 return EXIT_OK;
@@ -578,6 +606,15 @@ pub async fn close_export(folder: &str, cfg: Config) -> i32 {
                 "export-fetcher: the export was already closed with these files (generation {})",
                 manifest.generation
             );
+            // Forwarded where it was not yet (a sink that was down): the delivery records make
+            // this a no-op for the sinks that have it.
+            let out_bucket = env.output_bucket(&folder.bucket).to_string();
+            if let Err(e) = export::forward_export(&env, &out_bucket, &manifest, None, false).await
+            {
+                eprintln!("export-fetcher: the export manifest is not forwarded: {e}");
+                println!("{}", manifest.to_json_pretty());
+                return EXIT_NOT_COMPLETE;
+            }
             manifest
         }
         Ok(Closed::Waiting { missing }) => {

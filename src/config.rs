@@ -574,10 +574,18 @@ mod tests {
 
     #[test]
     fn the_callback_token_is_checked_and_never_echoed() {
-        for bad in ["short-token", "0123456789abcdef/", "0123456789abcdef?x", "0123456789abcdéf"] {
+        for bad in [
+            "short-token",
+            "0123456789abcdef/",
+            "0123456789abcdef?x",
+            "0123456789abcdéf",
+        ] {
             let err = Config::from_vars(&vars(&[("CALLBACK_TOKEN", bad)])).unwrap_err();
             assert_eq!(err.name, "CALLBACK_TOKEN");
-            assert!(!err.to_string().contains(bad), "the secret is echoed: {err}");
+            assert!(
+                !err.to_string().contains(bad),
+                "the secret is echoed: {err}"
+            );
         }
         let token = "0123456789abcdef_-XY";
         let cfg = Config::from_vars(&vars(&[
@@ -589,6 +597,9 @@ mod tests {
         assert_eq!(cfg.callback_token.as_deref(), Some(token));
         assert_eq!(cfg.source_bucket.as_deref(), Some("braze-exports"));
         assert_eq!(cfg.export_quiet_minutes, 0);
-        assert_eq!(Config::from_vars(&vars(&[])).unwrap().export_quiet_minutes, 30);
+        assert_eq!(
+            Config::from_vars(&vars(&[])).unwrap().export_quiet_minutes,
+            30
+        );
     }
 }

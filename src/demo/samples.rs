@@ -1,9 +1,9 @@
 //! Sample Braze files for the demo, generated in code (deterministic: a fixed seed).
 //!
 //! Each sample is what Braze writes into a connected bucket, at the key Braze uses, with the
-//! outcome the pipeline must reach for it. The shapes follow Braze's documentation (see
-//! BRAZE-FORMATS.md in the project): JSON-lines user objects in zip or gzip, dashboard CSV zips
-//! with `'`-prefixed cells, a `;`-delimited engagement report, a Currents Avro file (deflate
+//! outcome the pipeline must reach for it. The shapes follow Braze's documentation of its
+//! exports, Currents and message archiving: JSON-lines user objects in zip or gzip, dashboard CSV
+//! zips with `'`-prefixed cells, a `;`-delimited engagement report, a Currents Avro file (deflate
 //! codec) and a message archive.
 
 use std::io::{Cursor, Write};

@@ -13,7 +13,7 @@
 //!   one it replaces), so concurrent closers write it once; the loser reads it back and stops
 //!   when it already lists every file;
 //! - after writing, the closer lists the folder again; a file that appeared meanwhile makes it
-//!   amend at once (generation + 1, `closed_by: late_file`);
+//!   amend at once (generation + 1, `closed_by` the closer's own);
 //! - a file indexed after the close finds the export manifest without it and amends it the same
 //!   way ([`after_object`]). Its manifest is written before it looks, and the closer lists after
 //!   writing, so one of the two always sees the other.
@@ -515,8 +515,8 @@ async fn index_file(
 
 /// Closes the export in `folder` now: lists it, reads (or, with [`Mode::Index`], writes) each
 /// file's manifest, writes the next generation of the export manifest where it does not
-/// already list every file, and forwards it. `by` is what asked; a generation that amends an
-/// earlier one is `late_file`. `braze_failed`: Braze's callback said `success: false`.
+/// already list every file, and forwards it. `by` is what asked, and what the generation's
+/// `closed_by` says. `braze_failed`: Braze's callback said `success: false`.
 pub async fn close(
     env: &Env,
     folder: &Folder,
@@ -623,13 +623,12 @@ async fn close_within(
                 part: None,
             });
         }
-        let (generation, closed_by, condition) = match &existing {
-            None => (1, by, Condition::IfNoneMatch),
-            Some((m, etag)) => (
-                m.generation + 1,
-                ClosedBy::LateFile,
-                Condition::IfMatch(etag.clone()),
-            ),
+        // `closed_by` names what wrote this generation: a late file's own run, or a closer
+        // (the callback, the sweep, the command) that found the folder changed.
+        let closed_by = by;
+        let (generation, condition) = match &existing {
+            None => (1, Condition::IfNoneMatch),
+            Some((m, etag)) => (m.generation + 1, Condition::IfMatch(etag.clone())),
         };
         let manifest = ExportManifest {
             export_manifest_version: EXPORT_MANIFEST_VERSION,

@@ -25,7 +25,7 @@ use crate::support;
 const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:export-fetcher";
 const ROLE: &str = "arn:aws:iam::123456789012:role/export-fetcher-batch-operations";
 
-/// Realistic Braze keys (BRAZE-FORMATS.md).
+/// Realistic Braze keys, as Braze documents them.
 const API_ZIP: &str = "segment-export/6f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b/2025-04-01/d9696570-dfb7-45ae-baa2-25e302e2da27-1743465600/114f0226319130e1a4770f2602b5639a.zip";
 const API_GZ: &str = "segment-export/6f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b/2025-04-01/d9696570-dfb7-45ae-baa2-25e302e2da27-1743465600/9f86d081884c7d659a2feaa0c55ad015.gz";
 const DASHBOARD: &str = "segment-export/5e1b3c0a9d2f4a0012345678/2025-04-01/users-x7Kp2QvL9m.zip";

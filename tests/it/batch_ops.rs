@@ -326,3 +326,41 @@ async fn concurrent_duplicates_in_one_invocation_write_and_forward_once() {
     assert_eq!(forwarded.len(), 1, "{forwarded:?}");
     assert_eq!(forwarded[0]["generation"], 2);
 }
+
+/// `invoke` on a Batch Operations job exits 1 when a task did not succeed, 0 when all did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_exits_non_zero_when_a_task_did_not_succeed() {
+    let moto = Moto::start();
+    let event: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/events/batch-operations-2.0.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    // No bucket: the task fails.
+    let (code, response) = crate::lambda_s3::invoke(&moto.endpoint, &event, &[]);
+    assert_ne!(
+        response["results"][0]["resultCode"], "Succeeded",
+        "{response}"
+    );
+    assert_eq!(code, 1, "{response}");
+    // The object there: the task succeeds.
+    let s3 = moto.s3();
+    make_bucket(&s3, BUCKET).await;
+    let key = "currents/dataexport.prod-01.S3.integration.69cad1b2/event_type=users.messages.email.Send/date=2024-05-01-13/0_0_0.avro";
+    put(
+        &s3,
+        BUCKET,
+        key,
+        b"not avro, but a result all the same".to_vec(),
+    )
+    .await;
+    let (code, response) = crate::lambda_s3::invoke(&moto.endpoint, &event, &[]);
+    assert_eq!(
+        response["results"][0]["resultCode"], "Succeeded",
+        "{response}"
+    );
+    assert_eq!(code, 0, "{response}");
+}
