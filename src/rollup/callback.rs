@@ -152,15 +152,17 @@ async fn close_newest(
         json!({"result": result, "folder": folder.prefix,
                "manifest_key": export::export_manifest_key(&env.cfg.output_prefix, &folder.prefix)})
     };
-    let first = export::close(
-        env,
-        &folder,
-        ClosedBy::Callback,
-        Mode::Wait,
-        !success,
-        deadline,
-    )
-    .await?;
+    let close_now = || {
+        export::close(
+            env,
+            &folder,
+            ClosedBy::Callback,
+            Mode::Wait,
+            !success,
+            deadline,
+        )
+    };
+    let first = close_now().await?;
     let closed = match first {
         Closed::Waiting { .. } => {
             // Recorded first, then looked at again: a file whose run finished in between is
@@ -176,15 +178,7 @@ async fn close_newest(
                 },
             )
             .await?;
-            export::close(
-                env,
-                &folder,
-                ClosedBy::Callback,
-                Mode::Wait,
-                !success,
-                deadline,
-            )
-            .await?
+            close_now().await?
         }
         other => other,
     };

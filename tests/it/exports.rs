@@ -72,6 +72,22 @@ async fn http(env: &Arc<Env>, event: Value) -> (u64, Value) {
     (status, body)
 }
 
+/// moto with the source bucket, and the environment of [`cfg`] on it.
+async fn start() -> (Moto, aws_sdk_s3::Client, Arc<Env>) {
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    make_bucket(&s3, BUCKET).await;
+    let env = env_at(&moto.endpoint, cfg());
+    (moto, s3, env)
+}
+
+/// Runs each file's notification, in order.
+async fn notify_all(env: &Arc<Env>, keys: &[String]) {
+    for key in keys {
+        assert_eq!(notify(env, key).await, "done", "{key}");
+    }
+}
+
 /// Runs one object's notification through the handler; returns its outcome.
 async fn notify(env: &Arc<Env>, key: &str) -> String {
     let response = handler::handle(env.clone(), s3_event(BUCKET, key), None)
@@ -181,10 +197,7 @@ async fn assert_lists_exactly(s3: &aws_sdk_s3::Client, m: &Value, keys: &[String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_after_every_file_closes_the_export_once() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    let env = env_at(&moto.endpoint, cfg());
+    let (_moto, s3, env) = start().await;
     // An older export of the same segment, already closed, must not be picked.
     let old = folder(
         SEGMENT,
@@ -256,10 +269,7 @@ async fn a_callback_after_every_file_closes_the_export_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_tokens_methods_and_unknown_segments_are_refused_and_change_nothing() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    let env = env_at(&moto.endpoint, cfg());
+    let (moto, s3, env) = start().await;
     let dir = folder(
         SEGMENT,
         "2024-05-01",
@@ -267,9 +277,7 @@ async fn wrong_tokens_methods_and_unknown_segments_are_refused_and_change_nothin
         1714550400,
     );
     let keys = put_files(&s3, &dir, 3, 2).await;
-    for key in &keys {
-        notify(&env, key).await;
-    }
+    notify_all(&env, &keys).await;
     let query = format!("segment_id={SEGMENT}");
     let mut wrong = TOKEN.to_string();
     wrong.replace_range(5..6, "X");
@@ -348,10 +356,7 @@ async fn wrong_tokens_methods_and_unknown_segments_are_refused_and_change_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_before_or_during_indexing_waits_and_the_last_file_completes_it() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    let env = env_at(&moto.endpoint, cfg());
+    let (_moto, s3, env) = start().await;
 
     // During: one file of three is indexed when Braze calls back.
     let dir = folder(
@@ -418,10 +423,7 @@ async fn a_callback_before_or_during_indexing_waits_and_the_last_file_completes_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn braze_reporting_failure_closes_the_export_as_failed() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    let env = env_at(&moto.endpoint, cfg());
+    let (_moto, s3, env) = start().await;
     let dir = folder(
         SEGMENT,
         "2024-05-03",
@@ -479,9 +481,7 @@ fn export_messages(msgs: &[aws_sdk_sqs::types::Message]) -> Vec<(u64, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_file_amends_the_export_and_each_generation_is_forwarded_once() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3, _) = start().await;
     let (cfg, manifests, eb_out, hook) = sinks(&moto).await;
     let env = env_with_sinks(&moto, cfg);
     let dir = folder(
@@ -491,9 +491,7 @@ async fn a_late_file_amends_the_export_and_each_generation_is_forwarded_once() {
         1714800000,
     );
     let mut keys = put_files(&s3, &dir, 7, 2).await;
-    for key in &keys {
-        notify(&env, key).await;
-    }
+    notify_all(&env, &keys).await;
     let (status, _) = http(&env, callback(&format!("segment_id={SEGMENT}"))).await;
     assert_eq!(status, 200);
     let first = export_manifest(&s3, &dir).await.unwrap();
@@ -562,9 +560,7 @@ async fn a_late_file_amends_the_export_and_each_generation_is_forwarded_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callbacks_and_sweeps_write_one_generation_and_one_message() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3, _) = start().await;
     let (cfg, manifests, _, _hook) = sinks(&moto).await;
     let env = env_with_sinks(
         &moto,
@@ -581,9 +577,7 @@ async fn concurrent_callbacks_and_sweeps_write_one_generation_and_one_message() 
     );
     let keys = put_files(&s3, &dir, 9, 3).await;
     // Two files indexed by their notifications, the third by whichever closer gets there.
-    for key in &keys[..2] {
-        notify(&env, key).await;
-    }
+    notify_all(&env, &keys[..2]).await;
     let query = format!("segment_id={SEGMENT}");
     let mut tasks = Vec::new();
     for i in 0..4 {
@@ -620,10 +614,7 @@ async fn concurrent_callbacks_and_sweeps_write_one_generation_and_one_message() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_closes_quiet_exports_and_indexes_files_no_notification_announced() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    let env = env_at(&moto.endpoint, cfg());
+    let (moto, s3, env) = start().await;
     let dir = folder(
         SEGMENT,
         "2024-05-06",
@@ -683,10 +674,7 @@ async fn the_sweep_closes_quiet_exports_and_indexes_files_no_notification_announ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_control_group_callback_closes_the_newest_open_export() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    let env = env_at(&moto.endpoint, cfg());
+    let (_moto, s3, env) = start().await;
     let older = folder(
         "gcg-1",
         "2024-05-07",
@@ -725,9 +713,7 @@ async fn a_global_control_group_callback_closes_the_newest_open_export() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_export_closes_now_and_prints_the_manifest() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3, _) = start().await;
     let dir = folder(
         SEGMENT,
         "2024-05-08",
@@ -778,9 +764,7 @@ async fn close_export_closes_now_and_prints_the_manifest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generation_whose_forwarding_failed_is_forwarded_by_the_next_sweep_once() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3, _) = start().await;
     let plain = env_at(&moto.endpoint, cfg());
     let dir = folder(
         SEGMENT,
@@ -789,9 +773,7 @@ async fn a_generation_whose_forwarding_failed_is_forwarded_by_the_next_sweep_onc
         1715300000,
     );
     let keys = put_files(&s3, &dir, 14, 2).await;
-    for key in &keys {
-        notify(&plain, key).await;
-    }
+    notify_all(&plain, &keys).await;
     // The queue does not exist yet: forwarding the export manifest fails.
     let url = format!("{}/123456789012/late-queue", moto.endpoint);
     let sunk = env_with_sinks(
