@@ -187,6 +187,9 @@ pub struct Part {
     pub sha256: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub columns: Option<Vec<String>>,
+    /// Avro: lowercase hex SHA-256 of the writer schema's Parsing Canonical Form.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub schema_fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub delimiter: Option<String>,
     pub offsets: Vec<[u64; 2]>,

@@ -522,6 +522,14 @@ pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
     out
 }
 
+/// Lowercase hex SHA-256 of the schema's Parsing Canonical Form (the Avro specification's
+/// schema fingerprint, SHA-256 flavour).
+pub fn schema_fingerprint(schema: &Schema) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(schema.canonical_form().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn blocks<R: BufRead>(
     t: &mut Tracked<R>,
     opts: &Options,
@@ -530,6 +538,7 @@ fn blocks<R: BufRead>(
 ) -> io::Result<()> {
     let max = opts.max_record_bytes;
     let header = read_header(t, max)?;
+    out.schema_fingerprint = Some(schema_fingerprint(&header.schema));
     if let Schema::Record(record) = &header.schema {
         out.columns = Some(record.fields.iter().map(|f| f.name.clone()).collect());
     } else {

@@ -61,6 +61,8 @@ pub struct Indexed {
     /// Good records.
     pub records: u64,
     pub columns: Option<Vec<String>>,
+    /// Avro: lowercase hex SHA-256 of the writer schema's Parsing Canonical Form.
+    pub schema_fingerprint: Option<String>,
     pub delimiter: Option<u8>,
     pub offsets: Vec<[u64; 2]>,
     pub errors: ErrorList,
