@@ -38,6 +38,8 @@ Configuration (environment variables; a bad value stops `index`, `invoke`, `demo
   SOURCE_BUCKET                 the bucket Braze writes to (the export callback lists it)
   CALLBACK_TOKEN                the secret path segment of Braze's export callback URL
   EXPORT_QUIET_MINUTES          the sweep closes an export this long quiet (default: 30)
+  CURRENTS_GRACE_MINUTES        the sweep closes a Currents hour this long after it ends
+                                (default: 60)
   AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3
                                 another S3 endpoint for `invoke` and `close-export` (path-style;
                                 without AWS_REGION and credentials it uses us-east-1 and local

@@ -153,6 +153,9 @@ pub struct Config {
     /// `EXPORT_QUIET_MINUTES`, default 30 (0 accepted): the scheduled sweep closes an open API
     /// export whose newest object is at least this old.
     pub export_quiet_minutes: u64,
+    /// `CURRENTS_GRACE_MINUTES`, default 60 (0 accepted): the scheduled sweep closes a Currents
+    /// partition (one integration, event type and hour) this long after its hour ended.
+    pub currents_grace_minutes: u64,
 }
 
 /// The shortest `CALLBACK_TOKEN` accepted: the token is all that authenticates Braze's callback.
@@ -177,6 +180,7 @@ impl Default for Config {
             source_bucket: None,
             callback_token: None,
             export_quiet_minutes: 30,
+            currents_grace_minutes: 60,
         }
     }
 }
@@ -318,16 +322,21 @@ impl Config {
                 ),
             });
         }
-        if let Some(v) = get("EXPORT_QUIET_MINUTES") {
-            cfg.export_quiet_minutes = v
-                .parse::<u64>()
-                .ok()
-                .filter(|m| *m <= 7 * 24 * 60)
-                .ok_or_else(|| ConfigError {
-                    name: "EXPORT_QUIET_MINUTES",
-                    value: v.clone(),
-                    reason: "expected whole minutes from 0 to 10080 (a week)".into(),
-                })?;
+        for (name, slot) in [
+            ("EXPORT_QUIET_MINUTES", &mut cfg.export_quiet_minutes),
+            ("CURRENTS_GRACE_MINUTES", &mut cfg.currents_grace_minutes),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|m| *m <= 7 * 24 * 60)
+                    .ok_or_else(|| ConfigError {
+                        name,
+                        value: v.clone(),
+                        reason: "expected whole minutes from 0 to 10080 (a week)".into(),
+                    })?;
+            }
         }
         cfg.check_part_size(get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))?;
         Ok(cfg)
@@ -564,6 +573,7 @@ mod tests {
             ("MAX_EXPANDED_BYTES", "64T"),
             ("EXPORT_QUIET_MINUTES", "10081"),
             ("EXPORT_QUIET_MINUTES", "-1"),
+            ("CURRENTS_GRACE_MINUTES", "soon"),
         ];
         for (name, value) in cases {
             let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();

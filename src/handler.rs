@@ -280,8 +280,7 @@ async fn after_object(
         _ => return outcome,
     };
     // Boxed: the roll-up's future is large and this runs inside every object's task.
-    let step =
-        crate::rollup::export::after_object(env, &ev.bucket, &ev.key, etag.as_deref(), deadline);
+    let step = crate::rollup::after_object(env, &ev.bucket, &ev.key, etag.as_deref(), deadline);
     match Box::pin(step).await {
         Ok(()) => outcome,
         Err(e) => {

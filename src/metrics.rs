@@ -17,7 +17,9 @@
 //! | `ExportsClosed` | Count | 1 per export manifest generation written (with `ClosedBy`, `Status`) |
 //! | `OpenExports` | Count | exports still open after a scheduled sweep |
 //! | `OldestOpenExportAge` | Seconds | since the oldest export still open was first seen |
-//! | `SweepErrors` | Count | open exports a sweep could not handle (tried again at the next) |
+//! | `PartitionsClosed` | Count | 1 per Currents partition manifest generation written (with `ClosedBy`, `Status`) |
+//! | `OpenPartitions` | Count | Currents partitions still open after a scheduled sweep |
+//! | `SweepErrors` | Count | open exports and partitions a sweep could not handle (tried again at the next) |
 //!
 //! Only the Lambda runtime loop emits them ([`enable`]); the command line never does, so that
 //! `invoke` and `backfill --local` keep stdout for their own output.
@@ -71,6 +73,37 @@ pub fn export_line(
     })
 }
 
+/// One partition manifest generation, when enabled.
+pub fn record_partition_closed(m: &crate::rollup::partition::PartitionManifest) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
+    println!("{}", partition_line(m, &function, now_millis()));
+}
+
+/// The EMF line for one partition manifest generation.
+pub fn partition_line(
+    m: &crate::rollup::partition::PartitionManifest,
+    function: &str,
+    now_ms: u64,
+) -> Value {
+    json!({
+        "FunctionName": function,
+        "ClosedBy": m.closed_by.as_str(),
+        "Status": m.status.as_str(),
+        "PartitionsClosed": 1,
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["FunctionName"], ["FunctionName", "ClosedBy"], ["FunctionName", "Status"]],
+                "Metrics": [{"Name": "PartitionsClosed", "Unit": "Count"}],
+            }],
+        },
+    })
+}
+
 /// One scheduled sweep's gauges, when enabled.
 pub fn record_sweep(report: &crate::rollup::sweep::SweepReport) {
     if !ENABLED.load(Ordering::Relaxed) {
@@ -90,6 +123,7 @@ pub fn sweep_line(
         "FunctionName": function,
         "OpenExports": report.open,
         "OldestOpenExportAge": report.oldest_open_seconds,
+        "OpenPartitions": report.open_partitions,
         "SweepErrors": report.errors.len(),
         "_aws": {
             "Timestamp": now_ms,
@@ -99,6 +133,7 @@ pub fn sweep_line(
                 "Metrics": [
                     {"Name": "OpenExports", "Unit": "Count"},
                     {"Name": "OldestOpenExportAge", "Unit": "Seconds"},
+                    {"Name": "OpenPartitions", "Unit": "Count"},
                     {"Name": "SweepErrors", "Unit": "Count"},
                 ],
             }],

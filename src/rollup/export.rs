@@ -276,7 +276,7 @@ pub enum Closed {
 /// Why a close could not finish (all retryable: S3, the pipeline, a race that kept going).
 pub type CloseError = String;
 
-fn store_error(what: &str, e: StoreError) -> CloseError {
+pub(super) fn store_error(what: &str, e: StoreError) -> CloseError {
     format!("{what}: {e}")
 }
 
@@ -435,14 +435,20 @@ fn file_of(listed: &Listed, manifest: Option<&Manifest>) -> (ExportFile, u64) {
     }
 }
 
-/// The export's status from its files': `complete` when every one is; `failed` when none is
-/// `complete` or `partial`; else `partial`.
+/// The export's status from its files'.
 pub fn export_status(files: &[ExportFile]) -> Status {
-    if !files.is_empty() && files.iter().all(|f| f.status == Status::Complete) {
+    rollup_status(files.iter().map(|f| f.status))
+}
+
+/// A roll-up's status from its files': `complete` when every one is; `failed` when none is
+/// `complete` or `partial`; else `partial`.
+pub fn rollup_status(statuses: impl Iterator<Item = Status> + Clone) -> Status {
+    let mut all = statuses.clone().peekable();
+    if all.peek().is_some() && statuses.clone().all(|s| s == Status::Complete) {
         Status::Complete
-    } else if files
-        .iter()
-        .any(|f| matches!(f.status, Status::Complete | Status::Partial))
+    } else if statuses
+        .into_iter()
+        .any(|s| matches!(s, Status::Complete | Status::Partial))
     {
         Status::Partial
     } else {
@@ -452,11 +458,20 @@ pub fn export_status(files: &[ExportFile]) -> Status {
 
 /// The objects of the folder, as listed (folder markers left out).
 async fn list_files(env: &Env, folder: &Folder) -> Result<Vec<Listed>, CloseError> {
+    list_objects(env, &folder.bucket, &folder.prefix).await
+}
+
+/// The objects under `prefix`, in key order, as listed (folder markers left out).
+pub(super) async fn list_objects(
+    env: &Env,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<Listed>, CloseError> {
     let mut files = env
         .s3
-        .list(&folder.bucket, &folder.prefix, None)
+        .list(bucket, prefix, None)
         .await
-        .map_err(|e| store_error("listing the export folder", e))?
+        .map_err(|e| store_error("listing the objects under the prefix", e))?
         .objects;
     files.retain(|f| !f.key.ends_with('/'));
     files.sort_by(|a, b| a.key.cmp(&b.key));
@@ -482,10 +497,11 @@ async fn manifest_of(
 /// Indexes a file the close found without its manifest, through the pipeline (as if its
 /// notification had come). `Ok(true)`: a manifest now stands; `Ok(false)`: the key filters
 /// leave it out.
-async fn index_file(
+pub(super) async fn index_file(
     env: &Env,
     file: &Listed,
     bucket: &str,
+    event_name: &str,
     deadline: Option<Instant>,
 ) -> Result<bool, CloseError> {
     let ev = ObjectEvent {
@@ -496,7 +512,7 @@ async fn index_file(
         version_id: None,
         sequencer: None,
         event_time: file.last_modified.map(rfc3339),
-        event_name: CLOSE_EVENT_NAME.to_string(),
+        event_name: event_name.to_string(),
         envelope: Envelope::S3,
     };
     match Box::pin(process_event(env, &ev, deadline)).await {
@@ -590,7 +606,7 @@ async fn close_within(
                 }
                 Mode::Index => {
                     for file in missing {
-                        index_file(env, file, &folder.bucket, deadline).await?;
+                        index_file(env, file, &folder.bucket, CLOSE_EVENT_NAME, deadline).await?;
                     }
                     manifests = read_manifests(env, &out_bucket, &files).await?;
                 }
@@ -691,7 +707,7 @@ async fn close_within(
 
 const BRAZE_FAILED_PREFIX: &str = "Braze reported that the export failed";
 
-async fn read_manifests(
+pub(super) async fn read_manifests(
     env: &Env,
     out_bucket: &str,
     files: &[Listed],

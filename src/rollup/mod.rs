@@ -13,13 +13,32 @@
 //! files still being indexed. Listing the folder, not the records, is the truth of which files
 //! an export holds.
 //!
+//! A Currents partition, one (integration, event type, hour), is closed the same way into a
+//! partition manifest and a Redshift COPY manifest ([`partition`]) by the sweep, once the hour
+//! and `CURRENTS_GRACE_MINUTES` have passed.
+//!
 //! This layer sits between the pipeline (which it calls to index a file the close finds without
 //! its manifest) and the handler (which calls it after each object and for the callback and the
 //! schedule).
 
 pub mod callback;
 pub mod export;
+pub mod partition;
 pub mod sweep;
+
+/// The roll-up step after an object was indexed (or found indexed) by its notification or
+/// task: an API export's file keeps its export open or amends it ([`export::after_object`]), a
+/// Currents file its partition ([`partition::after_object`]). `Err`: the object is retried.
+pub async fn after_object(
+    env: &crate::pipeline::Env,
+    bucket: &str,
+    key: &str,
+    etag: Option<&str>,
+    deadline: Option<std::time::Instant>,
+) -> Result<(), String> {
+    export::after_object(env, bucket, key, etag, deadline).await?;
+    partition::after_object(env, bucket, key, etag, deadline).await
+}
 
 /// The unix second now.
 pub(crate) fn unix_now() -> i64 {

@@ -22,6 +22,7 @@ use crate::pipeline::Env;
 use super::export::{
     self, Closed, ClosedBy, Folder, Mode, open_records_prefix, read_export_manifest, read_record,
 };
+use super::partition::Turn as PartitionTurn;
 use super::unix_now;
 
 /// What one sweep did.
@@ -33,8 +34,20 @@ pub struct SweepReport {
     pub open: usize,
     /// Seconds since the oldest export still open was first seen (0 when none is).
     pub oldest_open_seconds: i64,
-    /// Exports whose turn failed (retried at the next sweep).
+    /// Exports and partitions whose turn failed (retried at the next sweep).
     pub errors: Vec<String>,
+    /// Partition manifests written (prefix, generation, closed_by).
+    pub partitions_closed: Vec<ClosedPartition>,
+    /// Currents partitions still open after the sweep.
+    pub open_partitions: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClosedPartition {
+    pub prefix: String,
+    pub generation: u64,
+    pub closed_by: &'static str,
+    pub status: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,7 +70,7 @@ pub fn records_bucket(env: &Env) -> Option<String> {
 pub async fn sweep(env: &Env, now: i64, deadline: Option<Instant>) -> Result<SweepReport, String> {
     let Some(out_bucket) = records_bucket(env) else {
         return Err(
-            "the scheduled sweep needs OUTPUT_BUCKET or SOURCE_BUCKET to find open exports".into(),
+            "the scheduled sweep needs OUTPUT_BUCKET or SOURCE_BUCKET to find open exports and partitions".into(),
         );
     };
     let prefix = open_records_prefix(&env.cfg.output_prefix);
@@ -88,10 +101,35 @@ pub async fn sweep(env: &Env, now: i64, deadline: Option<Instant>) -> Result<Swe
             }
         }
     }
+    let prefix = super::partition::open_records_prefix(&env.cfg.output_prefix);
+    let records =
+        crate::store::s3::within_deadline(deadline, env.s3.list(&out_bucket, &prefix, None))
+            .await
+            .map_err(|e| format!("listing the open partitions under {prefix}: {e}"))?
+            .objects;
+    for listed in records {
+        match super::partition::sweep_one(env, &out_bucket, &listed.key, now, deadline).await {
+            Ok(PartitionTurn::Closed(m)) => report.partitions_closed.push(ClosedPartition {
+                prefix: m.prefix.clone(),
+                generation: m.generation,
+                closed_by: m.closed_by.as_str(),
+                status: m.status.as_str(),
+            }),
+            Ok(PartitionTurn::Open { .. }) => report.open_partitions += 1,
+            Ok(PartitionTurn::Gone) => {}
+            Err(e) => {
+                warn!(record = %crate::sanitize_for_log(&listed.key), error = %e, "an open partition was not swept: the next sweep tries again");
+                report.errors.push(e);
+                report.open_partitions += 1;
+            }
+        }
+    }
     crate::metrics::record_sweep(&report);
     info!(
         closed = report.closed.len(),
         open = report.open,
+        partitions_closed = report.partitions_closed.len(),
+        open_partitions = report.open_partitions,
         errors = report.errors.len(),
         "sweep finished"
     );
@@ -203,7 +241,7 @@ async fn sweep_one(
     .await
 }
 
-async fn remove_if_unchanged(env: &Env, out_bucket: &str, key: &str, etag: &str) {
+pub(super) async fn remove_if_unchanged(env: &Env, out_bucket: &str, key: &str, etag: &str) {
     match env.s3.get_small(out_bucket, key).await {
         Ok(Some((_, now))) if now == etag => {
             if let Err(e) = env.s3.delete(out_bucket, key).await {

@@ -17,6 +17,7 @@ mod hostile_keys;
 mod hostile_zip;
 mod index_cli;
 mod lambda_s3;
+mod partitions;
 mod readme;
 mod reliability;
 mod requests;

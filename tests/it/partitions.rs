@@ -1,0 +1,372 @@
+//! One manifest per Currents partition (moto_server on loopback): the sweep closes an hour once
+//! it and `CURRENTS_GRACE_MINUTES` have passed, with every file listed (stragglers indexed),
+//! each writer schema once, and a Redshift COPY manifest of its Avro files; a late file amends
+//! it; each generation is forwarded once. Every partition manifest read here is validated
+//! against `schema/partition-manifest.v1.schema.json`. The Avro files come from the tests' own
+//! generator.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use apache_avro::Schema;
+use apache_avro::types::{Record, Value as AV};
+use export_fetcher::config::Config;
+use export_fetcher::handler;
+use export_fetcher::pipeline::Env;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::aws::{Moto, drain, env_with_sinks};
+use crate::fixtures::currents_schema;
+use crate::lambda_s3::{BUCKET, get, make_bucket, manifest, put, s3_event};
+
+const CONNECTOR: &str = "dataexport.prod-01.S3.integration.69cad1b2aa7e5f0c";
+const EVENT_TYPE: &str = "users.messages.email.Send";
+const OUT: &str = "export-fetcher/";
+
+fn prefix(hour: &str) -> String {
+    format!("currents/{CONNECTOR}/event_type={EVENT_TYPE}/date={hour}/")
+}
+
+fn key(hour: &str, n: u32) -> String {
+    format!("{}version=6/us-01/{CONNECTOR}+0+{n:010}.avro", prefix(hour))
+}
+
+/// The Currents email-send schema; `evolved` adds a field, as a new writer schema does.
+fn schema(evolved: bool) -> Schema {
+    let base = currents_schema("Send", "dataexport.S3.inner.users.messages.email");
+    if !evolved {
+        return base;
+    }
+    let mut json = serde_json::to_value(&base).unwrap();
+    json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "machine_id", "type": ["null", "string"], "default": null}));
+    Schema::parse_str(&json.to_string()).unwrap()
+}
+
+fn fingerprint(schema: &Schema) -> String {
+    format!("{:x}", Sha256::digest(schema.canonical_form().as_bytes()))
+}
+
+fn columns(schema: &Schema) -> Vec<String> {
+    match schema {
+        Schema::Record(r) => r.fields.iter().map(|f| f.name.clone()).collect(),
+        _ => unreachable!(),
+    }
+}
+
+/// An Avro file of `n` records in `schema` (deflate).
+fn avro(schema: &Schema, n: usize) -> Vec<u8> {
+    let mut w = apache_avro::Writer::with_codec(
+        schema,
+        Vec::new(),
+        apache_avro::Codec::Deflate(apache_avro::DeflateSettings::default()),
+    )
+    .unwrap();
+    let Schema::Record(record) = schema else {
+        unreachable!()
+    };
+    for i in 0..n {
+        let mut r = Record::new(schema).unwrap();
+        for f in &record.fields {
+            let v = match &f.schema {
+                Schema::String => AV::String(format!("{}-{i}", f.name)),
+                Schema::Int => AV::Int(1_714_568_400 + i as i32),
+                Schema::Union(_) => AV::Union(0, Box::new(AV::Null)),
+                other => panic!("no value for {other:?}"),
+            };
+            r.put(&f.name, v);
+        }
+        w.append_value(r).unwrap();
+    }
+    w.into_inner().unwrap()
+}
+
+fn validator() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/partition-manifest.v1.schema.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+    })
+}
+
+async fn partition_manifest(s3: &aws_sdk_s3::Client, hour: &str) -> Option<Value> {
+    let key = format!("{OUT}currents/{}partition.manifest.json", prefix(hour));
+    let m: Value = serde_json::from_slice(&get(s3, BUCKET, &key).await?).unwrap();
+    let errors: Vec<String> = validator()
+        .iter_errors(&m)
+        .map(|e| format!("  at {}: {e}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{}\n{m:#}", errors.join("\n"));
+    Some(m)
+}
+
+async fn redshift_manifest(s3: &aws_sdk_s3::Client, hour: &str) -> Value {
+    let key = format!("{OUT}currents/{}redshift.manifest.json", prefix(hour));
+    serde_json::from_slice(&get(s3, BUCKET, &key).await.expect("written")).unwrap()
+}
+
+async fn notify(env: &Arc<Env>, key: &str) -> String {
+    let response = handler::handle(env.clone(), s3_event(BUCKET, key), None)
+        .await
+        .unwrap();
+    response["results"][0]["outcome"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn sweep(env: &Arc<Env>) -> Value {
+    let event = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events",
+                       "account": "123456789012", "time": "2024-05-01T15:00:00Z",
+                       "region": "us-east-1", "resources": [], "detail": {}});
+    handler::handle(env.clone(), event, None).await.unwrap()
+}
+
+/// The Redshift manifest lists exactly these objects, with their lengths.
+async fn assert_redshift_lists(s3: &aws_sdk_s3::Client, hour: &str, keys: &[String]) {
+    let mut want = Vec::new();
+    let mut sorted = keys.to_vec();
+    sorted.sort();
+    for key in &sorted {
+        let head = s3
+            .head_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        want.push(
+            json!({"url": format!("s3://{BUCKET}/{key}"), "mandatory": true,
+                         "meta": {"content_length": head.content_length().unwrap()}}),
+        );
+    }
+    assert_eq!(
+        redshift_manifest(s3, hour).await,
+        json!({ "entries": want })
+    );
+}
+
+struct Setup {
+    moto: Moto,
+    s3: aws_sdk_s3::Client,
+    env: Arc<Env>,
+    manifests: String,
+    eb_out: String,
+}
+
+async fn setup(grace: u64) -> Setup {
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    make_bucket(&s3, BUCKET).await;
+    let d = crate::sinks::downstream(&moto, false).await;
+    let env = env_with_sinks(
+        &moto,
+        Config {
+            sqs_queue_url: Some(d.manifests.clone()),
+            event_bus_name: Some("exports-bus".into()),
+            source_bucket: Some(BUCKET.into()),
+            currents_grace_minutes: grace,
+            ..Config::default()
+        },
+    );
+    Setup {
+        moto,
+        s3,
+        env,
+        manifests: d.manifests,
+        eb_out: d.eb_out,
+    }
+}
+
+/// The partition messages the SQS sink got, by generation.
+async fn partition_messages(w: &Setup) -> Vec<Value> {
+    let msgs = drain(&w.moto.sqs(), &w.manifests).await;
+    let mut out: Vec<Value> = msgs
+        .iter()
+        .filter(|m| {
+            m.message_attributes().unwrap()["message_type"].string_value() == Some("partition")
+        })
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect();
+    out.sort_by_key(|m| m["generation"].as_u64());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hour_closes_with_every_file_each_writer_schema_once_and_a_redshift_manifest() {
+    let w = setup(0).await;
+    let hour = "2024-05-01-13";
+    let (old, new) = (schema(false), schema(true));
+    let files = [(1, &old, 40), (2, &new, 25), (3, &old, 10)];
+    let mut keys = Vec::new();
+    for (n, schema, records) in files {
+        let k = key(hour, n);
+        put(&w.s3, BUCKET, &k, avro(schema, records)).await;
+        keys.push(k);
+    }
+    // Two files announced; the third's notification never came.
+    assert_eq!(notify(&w.env, &keys[0]).await, "done");
+    assert_eq!(notify(&w.env, &keys[1]).await, "done");
+    let record = format!("{OUT}open/partitions/{}open.json", prefix(hour));
+    assert!(
+        get(&w.s3, BUCKET, &record).await.is_some(),
+        "the partition is open"
+    );
+
+    let report = sweep(&w.env).await;
+    assert_eq!(
+        report["partitions_closed"][0]["prefix"],
+        prefix(hour),
+        "{report}"
+    );
+    assert_eq!(report["open_partitions"], 0, "{report}");
+    let m = partition_manifest(&w.s3, hour).await.expect("closed");
+    assert_eq!(m["status"], "complete");
+    assert_eq!(m["generation"], 1);
+    assert_eq!(m["closed_by"], "grace_period");
+    assert_eq!(m["braze"]["event_type"], EVENT_TYPE);
+    assert_eq!(m["braze"]["date_hour"], hour);
+    assert_eq!(m["braze"]["integration_id"], "69cad1b2aa7e5f0c");
+    assert_eq!(m["braze"]["currents_version"], 6);
+    assert_eq!(m["totals"]["files"], 3);
+    assert_eq!(m["totals"]["records"], 75);
+    let listed: Vec<&str> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, keys.iter().map(String::as_str).collect::<Vec<_>>());
+    for (f, (_, schema, records)) in m["files"].as_array().unwrap().iter().zip(files) {
+        assert_eq!(f["writer_schema_fingerprint"], fingerprint(schema));
+        assert_eq!(f["records"], records);
+    }
+    assert_eq!(
+        m["schemas"],
+        json!([
+            {"fingerprint": fingerprint(&old), "columns": columns(&old)},
+            {"fingerprint": fingerprint(&new), "columns": columns(&new)},
+        ])
+    );
+    let straggler = manifest(&w.s3, BUCKET, &keys[2]).await.unwrap();
+    assert_eq!(straggler["source"]["event_name"], "PartitionClose:Listed");
+    assert_eq!(
+        straggler["parts"][0]["schema_fingerprint"],
+        fingerprint(&old)
+    );
+    assert_redshift_lists(&w.s3, hour, &keys).await;
+    assert!(
+        get(&w.s3, BUCKET, &record).await.is_none(),
+        "the record is removed"
+    );
+    // The straggler's own notification comes at last: a duplicate, nothing amended.
+    assert_eq!(notify(&w.env, &keys[2]).await, "duplicate");
+    assert_eq!(partition_manifest(&w.s3, hour).await.unwrap(), m);
+
+    let messages = partition_messages(&w).await;
+    assert_eq!(messages, vec![m.clone()], "forwarded once");
+    let events = drain(&w.moto.sqs(), &w.eb_out).await;
+    let closed: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e.body().unwrap()).unwrap())
+        .filter(|e| e["detail-type"] == "Braze Currents Partition Closed")
+        .collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0]["detail"], m);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_file_amends_the_partition_and_its_redshift_manifest() {
+    let w = setup(0).await;
+    let hour = "2024-05-01-14";
+    let mut keys = vec![key(hour, 1), key(hour, 2)];
+    for k in &keys {
+        put(&w.s3, BUCKET, k, avro(&schema(false), 12)).await;
+        notify(&w.env, k).await;
+    }
+    sweep(&w.env).await;
+    let first = partition_manifest(&w.s3, hour).await.unwrap();
+    assert_redshift_lists(&w.s3, hour, &keys).await;
+
+    let late = key(hour, 3);
+    put(&w.s3, BUCKET, &late, avro(&schema(true), 5)).await;
+    keys.push(late.clone());
+    assert_eq!(notify(&w.env, &late).await, "done");
+    let second = partition_manifest(&w.s3, hour).await.unwrap();
+    assert_eq!(second["generation"], 2, "{second:#}");
+    assert_eq!(second["closed_by"], "late_file");
+    assert_eq!(second["totals"]["files"], 3);
+    assert_eq!(second["schemas"].as_array().unwrap().len(), 2);
+    assert_redshift_lists(&w.s3, hour, &keys).await;
+    // Again, and swept: no third generation.
+    assert_eq!(notify(&w.env, &late).await, "duplicate");
+    let report = sweep(&w.env).await;
+    assert_eq!(report["partitions_closed"], json!([]), "{report}");
+    assert_eq!(partition_manifest(&w.s3, hour).await.unwrap(), second);
+    assert_eq!(partition_messages(&w).await, vec![first, second]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hour_not_over_stays_open() {
+    let w = setup(60).await;
+    let now = time::OffsetDateTime::now_utc();
+    let hour = format!(
+        "{:04}-{:02}-{:02}-{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour()
+    );
+    let k = key(&hour, 1);
+    put(&w.s3, BUCKET, &k, avro(&schema(false), 3)).await;
+    notify(&w.env, &k).await;
+    let report = sweep(&w.env).await;
+    assert_eq!(report["open_partitions"], 1, "{report}");
+    assert_eq!(report["partitions_closed"], json!([]));
+    assert!(partition_manifest(&w.s3, &hour).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sweeps_write_one_generation_and_a_broken_file_stays_out_of_redshift() {
+    let w = setup(0).await;
+    let hour = "2024-05-01-15";
+    let good: Vec<String> = (1..=3).map(|n| key(hour, n)).collect();
+    for k in &good {
+        put(&w.s3, BUCKET, k, avro(&schema(false), 8)).await;
+    }
+    // A file cut short: its manifest is failed, the partition partial, and Redshift (which
+    // would refuse the whole COPY) is not given it.
+    let broken = key(hour, 4);
+    let mut bytes = avro(&schema(false), 200);
+    bytes.truncate(bytes.len() / 2);
+    put(&w.s3, BUCKET, &broken, bytes).await;
+    notify(&w.env, &good[0]).await;
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let env = w.env.clone();
+        let straggler = good[2].clone();
+        tasks.push(tokio::spawn(async move {
+            if i == 3 {
+                notify(&env, &straggler).await;
+            } else {
+                sweep(&env).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    sweep(&w.env).await;
+    let m = partition_manifest(&w.s3, hour).await.expect("closed");
+    assert_eq!(m["generation"], 1, "{m:#}");
+    assert_eq!(m["status"], "partial");
+    assert_eq!(m["totals"]["files"], 4);
+    assert_eq!(m["files"][3]["status"], "failed");
+    assert_redshift_lists(&w.s3, hour, &good).await;
+    assert_eq!(partition_messages(&w).await, vec![m]);
+}
