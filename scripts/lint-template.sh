@@ -24,7 +24,7 @@ if [ "$rc" -ne 0 ]; then
 fi
 echo "lint-template: template.yaml is clean (cfn-lint $("$lint" --version | awk '{print $2}'))." >&2
 # The template's delivery guarantees, which neither tool knows about (docs/DEPLOY.md explains each;
-# the export roll-ups' ones are explained next to their resources in template.yaml).
+# the roll-ups' ones are explained next to their resources in template.yaml).
 .venv/bin/python - template.yaml <<'PY' || { echo "lint-template: template.yaml breaks a delivery guarantee (see above)." >&2; exit 1; }
 import json, re, sys
 from cfnlint.decode import decode_str
@@ -80,8 +80,9 @@ check(all("backfill/*" in j(st["Resource"]) for st in stmts if "s3:" in j(st["Ac
       "the backfill role reaches S3 under <OUTPUT_PREFIX>backfill/ only")
 check(any(j(o.get("Value")) == j({"Fn::GetAtt": ["BatchOperationsRole", "Arn"]}) for o in t["Outputs"].values()),
       "the backfill role's ARN is an output")
-# The export roll-ups (src/rollup/): Braze's callback through a public Function URL, the
-# 5-minute sweep, the token from Secrets Manager, listings limited by s3:prefix, the alarm.
+# The roll-ups (src/rollup/): Braze's callback through a public Function URL, the 5-minute sweep
+# (API exports and Currents partitions), the token from Secrets Manager, listings limited by
+# s3:prefix, deletes of open records only, the alarm, the dashboard.
 check(j(fn.get("FunctionUrlConfig", {}).get("AuthType")) == j("NONE"),
       "the Function URL (Braze's export callback) exists with AuthType NONE: Braze cannot sign requests")
 schedules = [e["Properties"] for e in fn["Events"].values() if e["Type"] in ("Schedule", "ScheduleV2")]
@@ -101,6 +102,14 @@ check(not any("{{resolve:" in j(o) or "CallbackTokenSecret.SecretString" in j(o)
       "no output reveals the callback token")
 check(j(env.get("SOURCE_BUCKET")) == j(out[1]) and j(env.get("EXPORT_QUIET_MINUTES")) == j({"Ref": "ExportQuietMinutes"}),
       "SOURCE_BUCKET is the bucket Braze writes to and EXPORT_QUIET_MINUTES the ExportQuietMinutes parameter")
+grace = P.get("CurrentsGraceMinutes", {})
+check(j(env.get("CURRENTS_GRACE_MINUTES")) == j({"Ref": "CurrentsGraceMinutes"})
+      and grace.get("Type") == "Number" and int(grace.get("Default", -1)) == 60
+      and int(grace.get("MinValue", -1)) == 0 and int(grace.get("MaxValue", -1)) == 10080,
+      "CURRENTS_GRACE_MINUTES is the CurrentsGraceMinutes parameter: default 60, 0 to 10080 (what src/config.rs accepts)")
+groups = t["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+check(any({"ExportQuietMinutes", "CurrentsGraceMinutes"} <= set(g["Parameters"]) for g in groups),
+      "CurrentsGraceMinutes is in ExportQuietMinutes' parameter group")
 def statements(node):
     if isinstance(node, dict):
         if "Effect" in node and "Action" in node:
@@ -124,14 +133,31 @@ source_lists = [st for st in listing if st.get("Sid") != "NotFoundIsDetectable" 
                 and "OutputToSource" not in j(st["Resource"])]
 check(len(source_lists) == 1
       and j(source_lists[0].get("Condition")) == j({"StringLike": {"s3:prefix": ["segment-export/*"]}}),
-      "the roll-ups list the source bucket under segment-export/ only")
-check(any(j(st.get("Condition")) == j({"StringLike": {"s3:prefix": {"Fn::Sub": "${OutputPrefix}open/exports/*"}}})
-          for st in listing),
-      "the roll-ups list the output bucket under <OutputPrefix>open/exports/ only")
+      "the export roll-ups' own listing of the source bucket is limited to segment-export/")
+# A Currents partition's close lists its prefix in the source bucket, under whatever folder the
+# Current was set up with: no s3:prefix can name it, so NotFoundIsDetectable grants it.
+found = [st for st in listing if st.get("Sid") == "NotFoundIsDetectable"]
+check(len(found) == 1 and "Condition" not in found[0]
+      and any("CreateSourceBucket" in j(r) and "OutputToSource" not in j(r) for r in found[0]["Resource"]),
+      "NotFoundIsDetectable lets the role list the source bucket whole (partition closes list Currents prefixes through it)")
+open_records = {"StringLike": {"s3:prefix": [{"Fn::Sub": "${OutputPrefix}open/exports/*"},
+                                             {"Fn::Sub": "${OutputPrefix}open/partitions/*"}]}}
+check(any(j(st.get("Condition")) == j(open_records) for st in listing),
+      "the roll-ups list the output bucket under <OutputPrefix>open/exports/ and open/partitions/ only")
 deletes = [st for st in role if any(a.startswith("s3:Delete") for a in actions(st))]
+def object_path(resource):
+    # {"Fn::Sub": ["arn:${AWS::Partition}:s3:::${Bucket}/<path>", {...}]} -> "<path>"
+    sub = resource.get("Fn::Sub") if isinstance(resource, dict) else None
+    text = sub[0] if isinstance(sub, list) else sub
+    if not isinstance(text, str):
+        return j(resource)
+    return re.sub(r"^arn:\$\{AWS::Partition\}:s3:::\$\{Bucket\}/", "", text)
+deleted = deletes[0]["Resource"] if len(deletes) == 1 else []
+deleted = deleted if isinstance(deleted, list) else [deleted]
 check(len(deletes) == 1 and actions(deletes[0]) == ["s3:DeleteObject"]
-      and "}/${OutputPrefix}open/exports/*" in j(deletes[0]["Resource"]),
-      "the function deletes nothing but the open export records under <OutputPrefix>open/exports/")
+      and sorted(map(object_path, deleted)) == ["${OutputPrefix}open/exports/*", "${OutputPrefix}open/partitions/*"]
+      and all("OutputToSource" in j(r) for r in deleted),
+      "the function deletes nothing but the open records under <OutputPrefix>open/exports/ and open/partitions/")
 open_alarms = [r["Properties"] for r in R.values() if r["Type"] == "AWS::CloudWatch::Alarm"
                and r["Properties"].get("MetricName") == "OldestOpenExportAge"]
 check(len(open_alarms) == 1 and open_alarms[0]["Namespace"] == "ExportFetcher"
@@ -145,6 +171,8 @@ try:
     json.loads(re.sub(r"\$\{[^}]+\}", "1", body))
 except ValueError as e:
     bad.append(f"the dashboard body is not JSON once substituted: {e}")
+for metric in ("OpenExports", "ExportsClosed", "OpenPartitions", "PartitionsClosed"):
+    check(metric in body, f"the dashboard shows {metric}")
 for what in bad:
     print(f"template guarantee broken: {what}", file=sys.stderr)
 sys.exit(1 if bad else 0)

@@ -40,6 +40,7 @@ Configuration (environment variables; a bad value stops `index`, `invoke`, `demo
   EXPORT_QUIET_MINUTES          the sweep closes an export this long quiet (default: 30)
   CURRENTS_GRACE_MINUTES        the sweep closes a Currents hour this long after it ends
                                 (default: 60)
+  GLUE_DATABASE                 keep a Glue table per Currents event type, a partition per hour
   AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3
                                 another S3 endpoint for `invoke` and `close-export` (path-style;
                                 without AWS_REGION and credentials it uses us-east-1 and local
@@ -459,7 +460,15 @@ async fn invoke_env(cfg: Config) -> Result<pipeline::Env, crate::config::ConfigE
         aws_sdk_sqs::Client::new(&shared),
         aws_sdk_eventbridge::Client::new(&shared),
     )?;
-    Ok(handler::env_with_clients(cfg, aws_sdk_s3::Client::from_conf(s3))?.with_sinks(sinks))
+    let glue = cfg
+        .glue_database
+        .is_some()
+        .then(|| aws_sdk_glue::Client::new(&shared));
+    let env = handler::env_with_clients(cfg, aws_sdk_s3::Client::from_conf(s3))?.with_sinks(sinks);
+    Ok(match glue {
+        Some(glue) => env.with_glue(glue),
+        None => env,
+    })
 }
 
 /// Runs `invoke`; returns the exit status: 0 when nothing is to be retried, 1 when the SQS
@@ -516,7 +525,7 @@ pub async fn invoke(event: PathBuf, cfg: Config) -> i32 {
                 tracing::warn!(failed, "{failed} Batch Operations task(s) did not succeed");
                 return EXIT_NOT_COMPLETE;
             }
-            // The sweep's report fails with any export it could not sweep.
+            // The sweep's report fails with any export or partition it could not sweep.
             if let Some(errors) = response["errors"].as_array()
                 && response["oldest_open_seconds"].is_number()
             {

@@ -156,6 +156,9 @@ pub struct Config {
     /// `CURRENTS_GRACE_MINUTES`, default 60 (0 accepted): the scheduled sweep closes a Currents
     /// partition (one integration, event type and hour) this long after its hour ended.
     pub currents_grace_minutes: u64,
+    /// `GLUE_DATABASE`: the Glue database that gets a table per Currents event type and a
+    /// partition per hour; unset, Glue is not used.
+    pub glue_database: Option<String>,
 }
 
 /// The shortest `CALLBACK_TOKEN` accepted: the token is all that authenticates Braze's callback.
@@ -181,6 +184,7 @@ impl Default for Config {
             callback_token: None,
             export_quiet_minutes: 30,
             currents_grace_minutes: 60,
+            glue_database: None,
         }
     }
 }
@@ -305,6 +309,7 @@ impl Config {
             }
         }
         cfg.source_bucket = get("SOURCE_BUCKET");
+        cfg.glue_database = get("GLUE_DATABASE");
         cfg.callback_token = get("CALLBACK_TOKEN");
         if let Some(token) = &cfg.callback_token
             && (token.chars().count() < MIN_CALLBACK_TOKEN_CHARS

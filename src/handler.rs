@@ -83,7 +83,15 @@ pub async fn build_env(cfg: Config) -> Result<Env, ConfigError> {
         aws_sdk_sqs::Client::new(&shared),
         aws_sdk_eventbridge::Client::new(&shared),
     )?;
-    Ok(env_with_clients(cfg, aws_sdk_s3::Client::from_conf(s3_config))?.with_sinks(sinks))
+    let glue = cfg
+        .glue_database
+        .is_some()
+        .then(|| aws_sdk_glue::Client::new(&shared));
+    let env = env_with_clients(cfg, aws_sdk_s3::Client::from_conf(s3_config))?.with_sinks(sinks);
+    Ok(match glue {
+        Some(glue) => env.with_glue(glue),
+        None => env,
+    })
 }
 
 /// The sinks the configuration names, built on the given clients.
@@ -122,6 +130,7 @@ pub fn env_with_clients(cfg: Config, s3: aws_sdk_s3::Client) -> Result<Env, Conf
         filter,
         cfg: Arc::new(cfg),
         sinks: Sinks::default(),
+        glue: None,
     })
 }
 
@@ -265,28 +274,37 @@ fn task_failure(e: tokio::task::JoinError) -> String {
 }
 
 /// The roll-up step after an object: an API export's file keeps its export's open record,
-/// completes a close that waited for it, or amends a closed export (see
-/// [`crate::rollup::export::after_object`]). When the record cannot be written the object is
-/// retried (its manifest stands: the retry is a duplicate that runs this step again).
+/// completes a close that waited for it, or amends a closed export; a Currents file keeps its
+/// hour's open record (and its Glue table and partition) or amends the closed hour (see
+/// [`crate::rollup::after_object`]). When the step fails the object is retried (its manifest
+/// stands: the retry is a duplicate that runs this step again).
 async fn after_object(
     env: &Env,
     ev: &trigger::ObjectEvent,
     outcome: ObjectOutcome,
     deadline: Option<Instant>,
 ) -> ObjectOutcome {
-    let etag = match &outcome {
-        ObjectOutcome::Done { manifest, .. } => manifest.source.etag.clone(),
-        ObjectOutcome::Duplicate { .. } => ev.etag.clone(),
+    let (etag, result) = match &outcome {
+        ObjectOutcome::Done { manifest, .. } => (manifest.source.etag.clone(), Some(manifest)),
+        ObjectOutcome::Duplicate { .. } => (ev.etag.clone(), None),
         _ => return outcome,
     };
     // Boxed: the roll-up's future is large and this runs inside every object's task.
-    let step = crate::rollup::after_object(env, &ev.bucket, &ev.key, etag.as_deref(), deadline);
-    match Box::pin(step).await {
+    let step = crate::rollup::after_object(
+        env,
+        &ev.bucket,
+        &ev.key,
+        etag.as_deref(),
+        result.map(|m| m.as_ref()),
+        deadline,
+    );
+    let stepped = Box::pin(step).await;
+    match stepped {
         Ok(()) => outcome,
         Err(e) => {
-            warn!(error = %e, "the export's roll-up step failed: the object will be retried");
+            warn!(error = %e, "the roll-up step failed: the object will be retried");
             ObjectOutcome::Retry {
-                error: format!("the export's roll-up step failed: {e}"),
+                error: format!("the roll-up step failed: {e}"),
             }
         }
     }

@@ -62,12 +62,20 @@ pub struct Env {
     pub filter: KeyFilter,
     pub s3: S3Store,
     pub sinks: Sinks,
+    /// The Glue Data Catalog client, when `GLUE_DATABASE` is set.
+    pub glue: Option<aws_sdk_glue::Client>,
 }
 
 impl Env {
     /// The same environment, forwarding manifests to `sinks`.
     pub fn with_sinks(mut self, sinks: Sinks) -> Env {
         self.sinks = sinks;
+        self
+    }
+
+    /// The same environment, with Currents tables kept in Glue through `glue`.
+    pub fn with_glue(mut self, glue: aws_sdk_glue::Client) -> Env {
+        self.glue = Some(glue);
         self
     }
 

@@ -22,7 +22,6 @@
 //! `<OUTPUT_PREFIX>exports/<folder>/deliveries/`), then removes the export's open record; when
 //! forwarding fails the record stays and the sweep forwards it again.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -132,25 +131,14 @@ impl ExportManifest {
         serde_json::to_string_pretty(self).expect("export manifest serialises")
     }
 
-    /// Whether it lists exactly these files (by key and ETag).
-    fn lists_exactly(&self, files: &[Listed]) -> bool {
-        let theirs: BTreeMap<&str, Option<&str>> = self
-            .files
-            .iter()
-            .map(|f| (f.key.as_str(), f.etag.as_deref()))
-            .collect();
-        let ours: BTreeMap<&str, Option<&str>> = files
-            .iter()
-            .map(|f| (f.key.as_str(), f.etag.as_deref()))
-            .collect();
-        theirs == ours
-    }
-
-    /// Whether it lists this version of `key`.
-    pub fn lists(&self, key: &str, etag: Option<&str>) -> bool {
-        self.files
-            .iter()
-            .any(|f| f.key == key && (etag.is_none() || f.etag.as_deref() == etag))
+    /// Whether it lists this version of `key` with this result of its own manifest (when
+    /// given: a file indexed again may have a new one).
+    pub fn lists(&self, key: &str, etag: Option<&str>, result: Option<&Manifest>) -> bool {
+        self.files.iter().any(|f| {
+            f.key == key
+                && (etag.is_none() || f.etag.as_deref() == etag)
+                && result.is_none_or(|m| f.status == m.status && f.records == m.totals.records)
+        })
     }
 }
 
@@ -572,24 +560,6 @@ async fn close_within(
                 None => Closed::Empty,
             });
         }
-        if let Some((m, _)) = &existing
-            && m.lists_exactly(&files)
-        {
-            // Done: by this call (checked after its write) or by another closer.
-            return Ok(match written {
-                Some((manifest, forward_error)) => {
-                    if forward_error.is_none() {
-                        remove_record(env, &out_bucket, &folder.prefix, record_seen.as_deref())
-                            .await;
-                    }
-                    Closed::Written {
-                        manifest,
-                        forward_error,
-                    }
-                }
-                None => Closed::Unchanged(Box::new(m.clone())),
-            });
-        }
         let mut manifests = read_manifests(env, &out_bucket, &files).await?;
         let missing: Vec<&Listed> = files
             .iter()
@@ -621,6 +591,26 @@ async fn close_within(
             totals.bytes += entry.bytes;
             totals.compressed_bytes += compressed;
             entries.push(entry);
+        }
+        if let Some((m, _)) = &existing
+            && m.files == entries
+        {
+            // Done: by this call (checked after its write) or by another closer. Compared
+            // file by file with the manifests as they are now, so that a file indexed again
+            // (a new result for the same version) makes the next generation too.
+            return Ok(match written {
+                Some((manifest, forward_error)) => {
+                    if forward_error.is_none() {
+                        remove_record(env, &out_bucket, &folder.prefix, record_seen.as_deref())
+                            .await;
+                    }
+                    Closed::Written {
+                        manifest,
+                        forward_error,
+                    }
+                }
+                None => Closed::Unchanged(Box::new(m.clone())),
+            });
         }
         let mut errors = Vec::new();
         let mut status = export_status(&entries);
@@ -801,6 +791,7 @@ pub async fn after_object(
     bucket: &str,
     key: &str,
     etag: Option<&str>,
+    result: Option<&Manifest>,
     deadline: Option<Instant>,
 ) -> Result<(), CloseError> {
     let Some(folder) = Folder::of_key(bucket, key) else {
@@ -810,7 +801,7 @@ pub async fn after_object(
         let out_bucket = env.output_bucket(bucket).to_string();
         // Closed already: a late file amends it (or the close included it: nothing to do).
         if let Some((m, _)) = read_export_manifest(env, &out_bucket, &folder.prefix).await? {
-            if m.lists(key, etag) {
+            if m.lists(key, etag, result) {
                 return Ok(());
             }
             return match close(env, &folder, ClosedBy::LateFile, Mode::Wait, false, deadline)

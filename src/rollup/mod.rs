@@ -23,21 +23,25 @@
 
 pub mod callback;
 pub mod export;
+pub mod glue;
 pub mod partition;
 pub mod sweep;
 
 /// The roll-up step after an object was indexed (or found indexed) by its notification or
 /// task: an API export's file keeps its export open or amends it ([`export::after_object`]), a
-/// Currents file its partition ([`partition::after_object`]). `Err`: the object is retried.
+/// Currents file its partition ([`partition::after_object`]). `result`: the manifest this run
+/// wrote (a roll-up that lists the file with another result is amended). `Err`: the object is
+/// retried.
 pub async fn after_object(
     env: &crate::pipeline::Env,
     bucket: &str,
     key: &str,
     etag: Option<&str>,
+    result: Option<&crate::manifest::Manifest>,
     deadline: Option<std::time::Instant>,
 ) -> Result<(), String> {
-    export::after_object(env, bucket, key, etag, deadline).await?;
-    partition::after_object(env, bucket, key, etag, deadline).await
+    export::after_object(env, bucket, key, etag, result, deadline).await?;
+    partition::after_object(env, bucket, key, etag, result, deadline).await
 }
 
 /// The unix second now.

@@ -14,7 +14,6 @@
 //! Closed`). While a partition is open, a small record under
 //! `<OUTPUT_PREFIX>open/partitions/<partition prefix>open.json` names it for the sweep.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -189,25 +188,14 @@ impl PartitionManifest {
         serde_json::to_string_pretty(self).expect("partition manifest serialises")
     }
 
-    /// Whether it lists exactly these objects (key and ETag).
-    fn lists_exactly(&self, files: &[Listed]) -> bool {
-        let theirs: BTreeMap<&str, Option<&str>> = files
-            .iter()
-            .map(|f| (f.key.as_str(), f.etag.as_deref()))
-            .collect();
-        let ours: BTreeMap<&str, Option<&str>> = self
-            .files
-            .iter()
-            .map(|f| (f.key.as_str(), f.etag.as_deref()))
-            .collect();
-        theirs == ours
-    }
-
-    /// Whether it lists this version of `key`.
-    pub fn lists(&self, key: &str, etag: Option<&str>) -> bool {
-        self.files
-            .iter()
-            .any(|f| f.key == key && (etag.is_none() || f.etag.as_deref() == etag))
+    /// Whether it lists this version of `key` with this result of its own manifest (when
+    /// given: a file indexed again may have a new one).
+    pub fn lists(&self, key: &str, etag: Option<&str>, result: Option<&Manifest>) -> bool {
+        self.files.iter().any(|f| {
+            f.key == key
+                && (etag.is_none() || f.etag.as_deref() == etag)
+                && result.is_none_or(|m| f.status == m.status && f.records == m.totals.records)
+        })
     }
 }
 
@@ -316,17 +304,6 @@ pub async fn close(
             if files.is_empty() {
                 return Ok(existing.map_or(Closed::Empty, |(m, _)| Closed::Unchanged(Box::new(m))));
             }
-            if let Some((m, _)) = &existing
-                && m.lists_exactly(&files)
-            {
-                return Ok(match written {
-                    Some((manifest, forward_error)) => Closed::Written {
-                        manifest,
-                        forward_error,
-                    },
-                    None => Closed::Unchanged(Box::new(m.clone())),
-                });
-            }
             let mut manifests = read_manifests(env, &out_bucket, &files).await?;
             if manifests.iter().any(Option::is_none) {
                 for (file, m) in files.iter().zip(&manifests) {
@@ -337,6 +314,17 @@ pub async fn close(
                 manifests = read_manifests(env, &out_bucket, &files).await?;
             }
             let manifest = build(env, p, by, &existing, &files, &manifests);
+            if let Some((m, _)) = &existing
+                && m.files == manifest.files
+            {
+                return Ok(match written {
+                    Some((manifest, forward_error)) => Closed::Written {
+                        manifest,
+                        forward_error,
+                    },
+                    None => Closed::Unchanged(Box::new(m.clone())),
+                });
+            }
             let condition = match &existing {
                 None => Condition::IfNoneMatch,
                 Some((_, etag)) => Condition::IfMatch(etag.clone()),
@@ -583,15 +571,17 @@ pub async fn after_object(
     bucket: &str,
     key: &str,
     etag: Option<&str>,
+    result: Option<&Manifest>,
     deadline: Option<Instant>,
 ) -> Result<(), CloseError> {
     let Some(p) = Partition::of_key(bucket, key) else {
         return Ok(());
     };
     crate::store::s3::within_deadline(deadline, async {
+        super::glue::catalog(env, bucket, key).await?;
         let out_bucket = env.output_bucket(bucket).to_string();
         match read_partition_manifest(env, &out_bucket, &p.prefix).await? {
-            Some((m, _)) if m.lists(key, etag) => Ok(()),
+            Some((m, _)) if m.lists(key, etag, result) => Ok(()),
             Some(_) => match close(env, &p, PartitionClosedBy::LateFile, deadline).await? {
                 Closed::Written {
                     forward_error: Some(e),

@@ -8,9 +8,12 @@
 //!   wrote it again): amends it when the folder holds files it does not list, forwards the
 //!   current generation to the sinks that did not accept it, and removes the record.
 //!
-//! Its cost grows with the number of open exports (a listing of the records, and one of each
-//! open folder), never with the bucket's size. One export's failure is logged and left for the
-//! next sweep; the others go on.
+//! Then each open Currents partition record ([`super::partition::sweep_one`]): closes the hour
+//! once it and `CURRENTS_GRACE_MINUTES` have passed, forwards and amends a closed one.
+//!
+//! Its cost grows with the number of open exports and partitions (a listing of the records, and
+//! one of each folder or hour closed), never with the bucket's size. One failure is logged and
+//! left for the next sweep; the others go on.
 
 use std::time::Instant;
 
@@ -36,7 +39,7 @@ pub struct SweepReport {
     pub oldest_open_seconds: i64,
     /// Exports and partitions whose turn failed (retried at the next sweep).
     pub errors: Vec<String>,
-    /// Partition manifests written (prefix, generation, closed_by).
+    /// Partition manifests written (prefix, generation, closed_by, status).
     pub partitions_closed: Vec<ClosedPartition>,
     /// Currents partitions still open after the sweep.
     pub open_partitions: usize,
@@ -102,11 +105,19 @@ pub async fn sweep(env: &Env, now: i64, deadline: Option<Instant>) -> Result<Swe
         }
     }
     let prefix = super::partition::open_records_prefix(&env.cfg.output_prefix);
+    // The exports' turns are done: a failure to list the partitions is reported with them.
     let records =
-        crate::store::s3::within_deadline(deadline, env.s3.list(&out_bucket, &prefix, None))
+        match crate::store::s3::within_deadline(deadline, env.s3.list(&out_bucket, &prefix, None))
             .await
-            .map_err(|e| format!("listing the open partitions under {prefix}: {e}"))?
-            .objects;
+        {
+            Ok(listing) => listing.objects,
+            Err(e) => {
+                let e = format!("listing the open partitions under {prefix}: {e}");
+                warn!(error = %e, "the open partitions were not swept: the next sweep tries again");
+                report.errors.push(e);
+                Vec::new()
+            }
+        };
     for listed in records {
         match super::partition::sweep_one(env, &out_bucket, &listed.key, now, deadline).await {
             Ok(PartitionTurn::Closed(m)) => report.partitions_closed.push(ClosedPartition {

@@ -98,6 +98,17 @@ impl Moto {
         )
     }
 
+    pub fn glue(&self) -> aws_sdk_glue::Client {
+        aws_sdk_glue::Client::from_conf(
+            aws_sdk_glue::config::Builder::new()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(REGION))
+                .credentials_provider(creds())
+                .endpoint_url(&self.endpoint)
+                .build(),
+        )
+    }
+
     pub fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
         aws_sdk_eventbridge::Client::from_conf(
             aws_sdk_eventbridge::config::Builder::new()

@@ -813,3 +813,49 @@ async fn a_generation_whose_forwarding_failed_is_forwarded_by_the_next_sweep_onc
         "no new generation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_indexed_again_with_a_new_result_amends_the_export() {
+    let (moto, s3, env) = start().await;
+    // A limit too small for the files: their manifests are failed, and so is the export.
+    let small = env_at(
+        &moto.endpoint,
+        Config {
+            limits: export_fetcher::config::Limits {
+                max_expanded_bytes: 2000,
+                ..Default::default()
+            },
+            ..cfg()
+        },
+    );
+    let dir = folder(
+        SEGMENT,
+        "2024-05-10",
+        "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+        1715400000,
+    );
+    let keys = put_files(&s3, &dir, 15, 2).await;
+    notify_all(&small, &keys).await;
+    let (status, body) = http(&small, callback(&format!("segment_id={SEGMENT}"))).await;
+    assert_eq!(status, 200, "{body}");
+    let first = export_manifest(&s3, &dir).await.unwrap();
+    assert_eq!(first["status"], "failed", "{first:#}");
+    // The limit raised, a Batch Operations job indexes the first file again (`reprocess`): the
+    // export is amended with its new result.
+    let job = json!({
+        "invocationSchemaVersion": "2.0", "invocationId": "aW52b2NhdGlvbi0z",
+        "job": {"id": "reprocess-1", "userArguments": {"reprocess": "true"}},
+        "tasks": [{"taskId": "t-0", "s3Bucket": BUCKET, "s3Key": keys[0], "s3VersionId": null}],
+    });
+    let response = handler::handle(env.clone(), job, None).await.unwrap();
+    assert_eq!(
+        response["results"][0]["resultCode"], "Succeeded",
+        "{response}"
+    );
+    let second = export_manifest(&s3, &dir).await.unwrap();
+    assert_eq!(second["generation"], 2, "{second:#}");
+    assert_eq!(second["files"][0]["status"], "complete");
+    assert_eq!(second["files"][1]["status"], "failed");
+    assert_eq!(second["status"], "partial");
+    assert_lists_exactly(&s3, &second, &keys).await;
+}

@@ -370,3 +370,188 @@ async fn concurrent_sweeps_write_one_generation_and_a_broken_file_stays_out_of_r
     assert_redshift_lists(&w.s3, hour, &good).await;
     assert_eq!(partition_messages(&w).await, vec![m]);
 }
+
+/// moto with the bucket and a Glue database, and the environment keeping tables in it.
+async fn with_glue() -> (Moto, aws_sdk_s3::Client, Arc<Env>) {
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    make_bucket(&s3, BUCKET).await;
+    moto.glue()
+        .create_database()
+        .database_input(
+            aws_sdk_glue::types::DatabaseInput::builder()
+                .name("braze_currents")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let cfg = Config {
+        glue_database: Some("braze_currents".into()),
+        ..Config::default()
+    };
+    let env = Arc::new(
+        handler::env_with_clients(cfg, crate::aws::s3_client(&moto.endpoint))
+            .unwrap()
+            .with_glue(moto.glue()),
+    );
+    (moto, s3, env)
+}
+
+const TABLE: &str = "users_messages_email_send_69cad1b2";
+
+async fn table(moto: &Moto) -> aws_sdk_glue::types::Table {
+    moto.glue()
+        .get_table()
+        .database_name("braze_currents")
+        .name(TABLE)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap()
+}
+
+fn column_names(t: &aws_sdk_glue::types::Table) -> Vec<String> {
+    t.storage_descriptor()
+        .unwrap()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect()
+}
+
+async fn partition_values(moto: &Moto) -> Vec<String> {
+    let mut values: Vec<String> = moto
+        .glue()
+        .get_partitions()
+        .database_name("braze_currents")
+        .table_name(TABLE)
+        .send()
+        .await
+        .unwrap()
+        .partitions()
+        .iter()
+        .flat_map(|p| p.values().to_vec())
+        .collect();
+    values.sort();
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_files_create_one_table_and_one_partition_per_hour() {
+    let (moto, s3, env) = with_glue().await;
+    let keys: Vec<String> = (1..=4).map(|n| key("2024-05-01-16", n)).collect();
+    for k in &keys {
+        put(&s3, BUCKET, k, avro(&schema(false), 5)).await;
+    }
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let (env, k) = (env.clone(), k.clone());
+            tokio::spawn(async move { notify(&env, &k).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "done");
+    }
+    let t = table(&moto).await;
+    assert_eq!(column_names(&t), columns(&schema(false)));
+    let sd = t.storage_descriptor().unwrap();
+    assert_eq!(
+        sd.serde_info().unwrap().serialization_library(),
+        Some("org.apache.hadoop.hive.serde2.avro.AvroSerDe")
+    );
+    assert_eq!(
+        sd.location(),
+        Some(format!("s3://{BUCKET}/currents/{CONNECTOR}/event_type={EVENT_TYPE}/").as_str())
+    );
+    let types: Vec<(&str, &str)> = sd
+        .columns()
+        .iter()
+        .map(|c| (c.name(), c.r#type().unwrap_or("")))
+        .collect();
+    assert!(
+        types.contains(&("time", "int")) && types.contains(&("tags", "array<string>")),
+        "{types:?}"
+    );
+    let keys_of_table: Vec<&str> = t.partition_keys().iter().map(|c| c.name()).collect();
+    assert_eq!(keys_of_table, ["date"]);
+    let literal: Value =
+        serde_json::from_str(&t.parameters().unwrap()["avro.schema.literal"]).unwrap();
+    assert_eq!(
+        literal["fields"].as_array().unwrap().len(),
+        columns(&schema(false)).len()
+    );
+    assert_eq!(partition_values(&moto).await, ["2024-05-01-16"]);
+
+    // Another hour: one more partition. The same file again: nothing new.
+    let next = key("2024-05-01-17", 1);
+    put(&s3, BUCKET, &next, avro(&schema(false), 5)).await;
+    notify(&env, &next).await;
+    notify(&env, &next).await;
+    assert_eq!(
+        partition_values(&moto).await,
+        ["2024-05-01-16", "2024-05-01-17"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_writer_schema_adds_its_fields_and_an_older_one_drops_none() {
+    let (moto, s3, env) = with_glue().await;
+    let hour = "2024-05-01-18";
+    let first = key(hour, 1);
+    put(&s3, BUCKET, &first, avro(&schema(false), 5)).await;
+    notify(&env, &first).await;
+    let evolved = key(hour, 2);
+    put(&s3, BUCKET, &evolved, avro(&schema(true), 5)).await;
+    notify(&env, &evolved).await;
+    let t = table(&moto).await;
+    let names = column_names(&t);
+    assert_eq!(names, columns(&schema(true)), "machine_id appended");
+    let older = key(hour, 3);
+    put(&s3, BUCKET, &older, avro(&schema(false), 5)).await;
+    notify(&env, &older).await;
+    assert_eq!(column_names(&table(&moto).await), names, "never dropped");
+    let literal: Value =
+        serde_json::from_str(&table(&moto).await.parameters().unwrap()["avro.schema.literal"])
+            .unwrap();
+    let last = literal["fields"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["name"], "machine_id");
+    assert_eq!(last["type"], json!(["null", "string"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glue_failure_retries_the_object_and_its_manifest_stands() {
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    make_bucket(&s3, BUCKET).await;
+    // The database does not exist: Glue refuses the table.
+    let cfg = Config {
+        glue_database: Some("no_such_database".into()),
+        ..Config::default()
+    };
+    let env = Arc::new(
+        handler::env_with_clients(cfg, crate::aws::s3_client(&moto.endpoint))
+            .unwrap()
+            .with_glue(moto.glue()),
+    );
+    let k = key("2024-05-01-19", 1);
+    put(&s3, BUCKET, &k, avro(&schema(false), 5)).await;
+    let err = handler::handle(env.clone(), s3_event(BUCKET, &k), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("EntityNotFoundException"), "{err}");
+    assert!(err.len() < 400, "one readable line: {err}");
+    let m = manifest(&s3, BUCKET, &k)
+        .await
+        .expect("the manifest stands");
+    assert_eq!(m["status"], "complete");
+}

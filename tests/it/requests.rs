@@ -95,3 +95,42 @@ async fn a_small_object_costs_the_documented_requests() {
         assert_eq!(total(&duplicate), 3 + rollup, "duplicate: {duplicate:?}");
     }
 }
+
+/// A Currents file's roll-up step: the partition manifest and the open record are read, and
+/// the record written for the hour's first file; once the hour is closed, only its manifest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_currents_file_costs_its_partitions_requests() {
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    make_bucket(&s3, BUCKET).await;
+    let env = env_with_sinks(
+        &moto,
+        Config {
+            currents_grace_minutes: 0,
+            source_bucket: Some(BUCKET.into()),
+            ..Config::default()
+        },
+    );
+    let file = crate::fixtures::currents_avro(3, "deflate", 20, 10).bytes;
+    let key = |n: u32| {
+        format!(
+            "currents/dataexport.prod-01.S3.integration.69cad1b2aa/event_type=users.messages.email.Send/date=2024-05-01-13/version=6/us-01/dataexport.prod-01.S3.integration.69cad1b2aa+0+{n:06}.avro"
+        )
+    };
+    for n in 1..=3 {
+        put(&s3, BUCKET, &key(n), file.clone()).await;
+    }
+    // As S3 sends it: the key form-URL-encoded (`+` is `%2B`).
+    let notification = |n: u32| notification(&key(n).replace('+', "%2B"), file.len());
+    let base = 5; // as any new object of an unversioned bucket (see above)
+    let first = requests_of(&env, notification(1)).await;
+    assert_eq!(total(&first), base + 3, "the hour's first file: {first:?}");
+    let second = requests_of(&env, notification(2)).await;
+    assert_eq!(total(&second), base + 2, "a later file: {second:?}");
+    // Closed by a sweep (which indexes the third file), then the third's notification: a
+    // duplicate (the manifest, a HEAD, nothing to deliver) and the partition manifest.
+    let sweep = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    handler::handle(env.clone(), sweep, None).await.unwrap();
+    let late = requests_of(&env, notification(3)).await;
+    assert_eq!(total(&late), 2 + 1, "a file the closed hour lists: {late:?}");
+}
