@@ -19,7 +19,7 @@
 
 use aws_sdk_glue::types::{Column, PartitionInput, SerDeInfo, StorageDescriptor, TableInput};
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::pipeline::Env;
 
@@ -143,8 +143,12 @@ fn columns(schema: &Value) -> Vec<Column> {
 }
 
 /// Reads the writer schema from the Avro header at the start of the object.
-async fn writer_schema(env: &Env, bucket: &str, key: &str) -> Result<Value, String> {
-    let out = env
+/// The writer schema from the Avro header at the start of the object. `Ok(None)` when there is
+/// none to read (the object is gone, or is no Avro file with a record schema): its manifest
+/// says what is wrong, and retrying would not change it. `Err` for a read that may succeed
+/// later.
+async fn writer_schema(env: &Env, bucket: &str, key: &str) -> Result<Option<Value>, String> {
+    let out = match env
         .s3
         .client()
         .get_object()
@@ -153,21 +157,25 @@ async fn writer_schema(env: &Env, bucket: &str, key: &str) -> Result<Value, Stri
         .range(format!("bytes=0-{}", HEADER_BYTES - 1))
         .send()
         .await
-        .map_err(|e| {
-            format!(
+    {
+        Ok(out) => out,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+        Err(e) => {
+            return Err(format!(
                 "reading the Avro header of {key:?}: {}",
                 aws_sdk_s3::error::DisplayErrorContext(e)
-            )
-        })?;
+            ));
+        }
+    };
     let bytes = out
         .body
         .collect()
         .await
         .map_err(|e| format!("reading the Avro header of {key:?}: {e}"))?
         .into_bytes();
-    let text = schema_from_header(&bytes)
-        .ok_or_else(|| format!("{key:?} has no readable Avro header within its first MiB"))?;
-    serde_json::from_str(&text).map_err(|e| format!("the writer schema of {key:?}: {e}"))
+    Ok(schema_from_header(&bytes)
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .filter(|schema| schema["type"] == "record" && schema["fields"].is_array()))
 }
 
 /// `avro.schema` from an Avro object container header.
@@ -258,7 +266,10 @@ pub async fn catalog(env: &Env, bucket: &str, key: &str) -> Result<(), String> {
             .strip_suffix(&format!("date={date_hour}/"))
             .unwrap_or(&p.prefix)
     );
-    let schema = writer_schema(env, bucket, key).await?;
+    let Some(schema) = writer_schema(env, bucket, key).await? else {
+        warn!(key = %crate::sanitize_for_log(key), "no Avro record schema to catalog: the file is left out of Glue");
+        return Ok(());
+    };
     let mut settled = false;
     for _ in 0..ATTEMPTS {
         let current = match glue

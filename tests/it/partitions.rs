@@ -555,3 +555,23 @@ async fn a_glue_failure_retries_the_object_and_its_manifest_stands() {
         .expect("the manifest stands");
     assert_eq!(m["status"], "complete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_no_avro_header_is_left_out_of_glue_not_retried() {
+    let (moto, s3, env) = with_glue().await;
+    let k = key("2024-05-01-20", 1);
+    put(&s3, BUCKET, &k, b"Obj\x01 cut short".to_vec()).await;
+    assert_eq!(notify(&env, &k).await, "done");
+    assert_eq!(manifest(&s3, BUCKET, &k).await.unwrap()["status"], "failed");
+    let tables = moto
+        .glue()
+        .get_tables()
+        .database_name("braze_currents")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tables.table_list().is_empty(),
+        "no table from a broken file"
+    );
+}
