@@ -173,6 +173,45 @@ except ValueError as e:
     bad.append(f"the dashboard body is not JSON once substituted: {e}")
 for metric in ("OpenExports", "ExportsClosed", "OpenPartitions", "PartitionsClosed"):
     check(metric in body, f"the dashboard shows {metric}")
+# Glue (src/rollup/glue.rs): off unless GlueDatabaseName names a database; then the four calls
+# the function makes, on the catalog, that database and its tables, and nothing else.
+glue_db = P.get("GlueDatabaseName", {})
+pattern = glue_db.get("AllowedPattern", "")
+check(glue_db.get("Type") == "String" and glue_db.get("Default") == ""
+      and all(re.fullmatch(pattern, ok) for ok in ("", "braze_currents"))
+      and not any(re.fullmatch(pattern, no) for no in ("*", "braze_*", "a?", "a/b", "a:b", "Braze")),
+      "GlueDatabaseName defaults to empty, and its pattern admits no IAM wildcard (* ?), / or :")
+check(any("GlueDatabaseName" in g["Parameters"] and "CurrentsGraceMinutes" in g["Parameters"] for g in groups),
+      "GlueDatabaseName is in the roll-ups' parameter group")
+has_glue = {"Fn::Not": [{"Fn::Equals": [{"Ref": "GlueDatabaseName"}, ""]}]}
+check(j(t["Conditions"].get("HasGlueDatabase")) == j(has_glue),
+      "the condition HasGlueDatabase is: GlueDatabaseName is not empty")
+check(j(env.get("GLUE_DATABASE")) == j({"Fn::If": ["HasGlueDatabase", {"Ref": "GlueDatabaseName"}, {"Ref": "AWS::NoValue"}]}),
+      "GLUE_DATABASE is GlueDatabaseName when given, unset (AWS::NoValue) otherwise")
+everywhere = [st for res in R.values() for st in statements(res.get("Properties", {}))]
+glue_statements = [st for st in everywhere if any(a.lower().startswith("glue:") for a in actions(st))]
+check(not any(a == "*" or (a.lower().startswith("glue:") and ("*" in a or "?" in a))
+              for st in everywhere for a in actions(st))
+      and "NotAction" not in j(R["FunctionRole"]),
+      "no statement grants glue:* (or any glue action by wildcard), '*' or NotAction")
+glue_policies = [pol for pol in R["FunctionRole"]["Properties"]["Policies"] if "glue:" in j(pol)]
+check(len(glue_policies) == 1 and list(glue_policies[0]) == ["Fn::If"]
+      and glue_policies[0]["Fn::If"][0] == "HasGlueDatabase"
+      and j(glue_policies[0]["Fn::If"][2]) == j({"Ref": "AWS::NoValue"}),
+      "the function role's Glue policy exists only under the condition HasGlueDatabase")
+GLUE_ACTIONS = ["glue:BatchCreatePartition", "glue:CreateTable", "glue:GetTable", "glue:UpdateTable"]
+GLUE_ARN = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:"
+def subs(resource):
+    return [r.get("Fn::Sub") if isinstance(r, dict) else r
+            for r in (resource if isinstance(resource, list) else [resource])]
+check(len(glue_statements) == 1 and glue_statements[0].get("Effect") == "Allow"
+      and sorted(actions(glue_statements[0])) == GLUE_ACTIONS and "Condition" not in glue_statements[0],
+      "one statement grants Glue, and only glue:GetTable, glue:CreateTable, glue:UpdateTable, glue:BatchCreatePartition")
+check(len(glue_statements) == 1 and sorted(map(str, subs(glue_statements[0].get("Resource")))) == sorted([
+          GLUE_ARN + "catalog",
+          GLUE_ARN + "database/${GlueDatabaseName}",
+          GLUE_ARN + "table/${GlueDatabaseName}/*"]),
+      "the Glue statement names this account's catalog, the GlueDatabaseName database and its tables, nothing else")
 for what in bad:
     print(f"template guarantee broken: {what}", file=sys.stderr)
 sys.exit(1 if bad else 0)

@@ -40,7 +40,8 @@ Configuration (environment variables; a bad value stops `index`, `invoke`, `demo
   EXPORT_QUIET_MINUTES          the sweep closes an export this long quiet (default: 30)
   CURRENTS_GRACE_MINUTES        the sweep closes a Currents hour this long after it ends
                                 (default: 60)
-  GLUE_DATABASE                 keep a Glue table per Currents event type, a partition per hour
+  GLUE_DATABASE                 a Glue table per Currents integration and event type, a partition
+                                per hour
   AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3
                                 another S3 endpoint for `invoke` and `close-export` (path-style;
                                 without AWS_REGION and credentials it uses us-east-1 and local

@@ -156,8 +156,8 @@ pub struct Config {
     /// `CURRENTS_GRACE_MINUTES`, default 60 (0 accepted): the scheduled sweep closes a Currents
     /// partition (one integration, event type and hour) this long after its hour ended.
     pub currents_grace_minutes: u64,
-    /// `GLUE_DATABASE`: the Glue database that gets a table per Currents event type and a
-    /// partition per hour; unset, Glue is not used.
+    /// `GLUE_DATABASE`: the Glue database that gets a table per Currents integration and event
+    /// type, and a partition per hour; unset, Glue is not used.
     pub glue_database: Option<String>,
 }
 

@@ -115,7 +115,7 @@ pub(super) async fn forward(
 
 /// Sends `msg` to every configured sink that has not accepted it, at most once each: one
 /// delivery record per sink at `<records><sink>.json` (shortened by `fit_key` when long),
-/// `stamp` telling apart two messages with one idempotency key (see [`manifest_stamp`]). Used
+/// `stamp` telling apart two messages with one idempotency key (see `manifest_stamp`). Used
 /// for per-object manifests and for roll-ups (export and partition manifests, whose
 /// idempotency key names their generation).
 pub async fn forward_message(

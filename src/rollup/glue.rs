@@ -142,12 +142,18 @@ fn columns(schema: &Value) -> Vec<Column> {
         .collect()
 }
 
-/// Reads the writer schema from the Avro header at the start of the object.
 /// The writer schema from the Avro header at the start of the object. `Ok(None)` when there is
 /// none to read (the object is gone, or is no Avro file with a record schema): its manifest
 /// says what is wrong, and retrying would not change it. `Err` for a read that may succeed
 /// later.
-async fn writer_schema(env: &Env, bucket: &str, key: &str) -> Result<Option<Value>, String> {
+async fn writer_schema(
+    env: &Env,
+    bucket: &str,
+    key: &str,
+    etag: Option<&str>,
+) -> Result<Option<Value>, String> {
+    // Pinned to the version indexed: a newer one is cataloged by its own notification.
+    let pinned = etag.map(|e| format!("\"{}\"", e.trim_matches('"')));
     let out = match env
         .s3
         .client()
@@ -155,11 +161,15 @@ async fn writer_schema(env: &Env, bucket: &str, key: &str) -> Result<Option<Valu
         .bucket(bucket)
         .key(key)
         .range(format!("bytes=0-{}", HEADER_BYTES - 1))
+        .set_if_match(pinned)
         .send()
         .await
     {
         Ok(out) => out,
         Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+            return Ok(None);
+        }
         Err(e) => {
             return Err(format!(
                 "reading the Avro header of {key:?}: {}",
@@ -245,7 +255,7 @@ fn not_found(
 }
 
 /// The Glue step for one Currents file (see the module documentation).
-pub async fn catalog(env: &Env, bucket: &str, key: &str) -> Result<(), String> {
+pub async fn catalog(env: &Env, bucket: &str, key: &str, etag: Option<&str>) -> Result<(), String> {
     let (Some(glue), Some(database)) = (env.glue.as_ref(), env.cfg.glue_database.as_deref()) else {
         return Ok(());
     };
@@ -266,11 +276,11 @@ pub async fn catalog(env: &Env, bucket: &str, key: &str) -> Result<(), String> {
             .strip_suffix(&format!("date={date_hour}/"))
             .unwrap_or(&p.prefix)
     );
-    let Some(schema) = writer_schema(env, bucket, key).await? else {
+    let Some(schema) = writer_schema(env, bucket, key, etag).await? else {
         warn!(key = %crate::sanitize_for_log(key), "no Avro record schema to catalog: the file is left out of Glue");
         return Ok(());
     };
-    let mut settled = false;
+    let mut settled = None;
     for _ in 0..ATTEMPTS {
         let current = match glue
             .get_table()
@@ -290,20 +300,25 @@ pub async fn catalog(env: &Env, bucket: &str, key: &str) -> Result<(), String> {
         };
         let input = match &current {
             None => table_input(&table, &location, &schema),
+            Some(t) if t.storage_descriptor().and_then(|sd| sd.location()) != Some(&location) => {
+                // Two integrations whose ids share their first 8 characters name the same table:
+                // the one cataloged first keeps it, the other is left out (never mixed in).
+                warn!(
+                    table = %table,
+                    location = %location,
+                    "the Glue table belongs to another folder (an integration id with the same first 8 characters?): this file is left out of Glue"
+                );
+                return Ok(());
+            }
             Some(t) => {
                 let literal: Option<Value> = t
                     .parameters()
                     .and_then(|p| p.get("avro.schema.literal"))
                     .and_then(|l| serde_json::from_str(l).ok());
                 let Some(merged) = literal.as_ref().and_then(|l| merge(l, &schema)) else {
-                    settled = true; // the table holds every field of this writer schema
+                    settled = Some(t.clone()); // the table holds every field of this writer schema
                     break;
                 };
-                let location = t
-                    .storage_descriptor()
-                    .and_then(|sd| sd.location())
-                    .unwrap_or(&location)
-                    .to_string();
                 table_input(&table, &location, &merged)
             }
         };
@@ -331,28 +346,45 @@ pub async fn catalog(env: &Env, bucket: &str, key: &str) -> Result<(), String> {
                 )),
             }
         } else {
-            glue.update_table()
+            // Against the version read: a concurrent update makes this one fail, and the next
+            // round merges into what that one wrote.
+            let version = current
+                .as_ref()
+                .and_then(|t| t.version_id())
+                .map(String::from);
+            match glue
+                .update_table()
                 .database_name(database)
                 .table_input(input)
+                .set_version_id(version)
                 .send()
                 .await
-                .map(|_| info!(database, table = %table, "Glue table given the writer schema's new fields"))
-                .map_err(|e| {
-                    format!(
-                        "Glue UpdateTable {database}.{table}: {}",
-                        glue_error(e)
-                    )
-                })
+            {
+                Ok(_) => {
+                    info!(database, table = %table, "Glue table given the writer schema's new fields");
+                    Ok(())
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_concurrent_modification_exception()) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(format!(
+                    "Glue UpdateTable {database}.{table}: {}",
+                    glue_error(e)
+                )),
+            }
         };
         written?;
         // Read again: done when the table holds every field of this writer schema.
     }
-    if !settled {
+    let Some(table_now) = settled else {
         return Err(format!(
             "the Glue table {database}.{table} kept changing: retried"
         ));
-    }
-    add_partition(glue, database, &table, &location, date_hour).await
+    };
+    add_partition(glue, database, &table_now, date_hour).await
 }
 
 /// The record schema `literal` with the fields of `writer` it lacks appended (as nullable with a
@@ -373,13 +405,17 @@ pub fn merge(literal: &Value, writer: &Value) -> Option<Value> {
         })
         .map(|f| {
             let mut f = f.clone();
-            let nullable = match &f["type"] {
-                Value::Array(branches) => branches.first() == Some(&json!("null")),
-                _ => false,
+            // Nullable with a `null` default: files written before the field have none. A
+            // union gets `null` as its first branch (unions do not nest).
+            f["type"] = match f["type"].take() {
+                Value::Array(branches) => {
+                    let mut rest: Vec<Value> =
+                        branches.into_iter().filter(|b| *b != "null").collect();
+                    rest.insert(0, json!("null"));
+                    Value::Array(rest)
+                }
+                other => json!(["null", other]),
             };
-            if !nullable {
-                f["type"] = json!(["null", f["type"].clone()]);
-            }
             f["default"] = Value::Null;
             f
         })
@@ -423,18 +459,23 @@ fn table_input(name: &str, location: &str, schema: &Value) -> TableInput {
         .expect("name given")
 }
 
+/// Adds the hour's partition, described as the table is now (its columns and SerDe, so that a
+/// reader that takes a partition's own schema sees the table's).
 async fn add_partition(
     glue: &aws_sdk_glue::Client,
     database: &str,
-    table: &str,
-    location: &str,
+    table_now: &aws_sdk_glue::types::Table,
     date_hour: &str,
 ) -> Result<(), String> {
+    let table = table_now.name();
+    let table_sd = table_now.storage_descriptor();
+    let location = table_sd.and_then(|sd| sd.location()).unwrap_or_default();
     let sd = StorageDescriptor::builder()
+        .set_columns(table_sd.map(|sd| sd.columns().to_vec()))
         .location(format!("{location}date={date_hour}/"))
         .input_format(INPUT_FORMAT)
         .output_format(OUTPUT_FORMAT)
-        .serde_info(SerDeInfo::builder().serialization_library(SERDE).build())
+        .set_serde_info(table_sd.and_then(|sd| sd.serde_info()).cloned())
         .build();
     let out = glue
         .batch_create_partition()
@@ -532,6 +573,14 @@ mod tests {
             .collect();
         assert_eq!(names, ["id", "gone", "extra"]);
         assert_eq!(merged["fields"][2]["type"], json!(["null", "long"]));
+        let union_last = json!({"type": "record", "name": "r", "fields": [
+            {"name": "u", "type": ["string", "null"], "default": "x"}]});
+        let merged = merge(&old, &union_last).unwrap();
+        assert_eq!(
+            merged["fields"][2]["type"],
+            json!(["null", "string"]),
+            "no nested union"
+        );
         assert!(merge(&merged, &old).is_none(), "nothing new");
     }
 

@@ -578,7 +578,7 @@ pub async fn after_object(
         return Ok(());
     };
     crate::store::s3::within_deadline(deadline, async {
-        super::glue::catalog(env, bucket, key).await?;
+        super::glue::catalog(env, bucket, key, etag).await?;
         let out_bucket = env.output_bucket(bucket).to_string();
         match read_partition_manifest(env, &out_bucket, &p.prefix).await? {
             Some((m, _)) if m.lists(key, etag, result) => Ok(()),

@@ -14,6 +14,55 @@
 //! The unit of failure is a [`Message`]: one SQS message (reported by its `messageId` in
 //! `batchItemFailures`), or the whole invocation for the other envelopes. A message that
 //! cannot be read never hides the others of its batch.
+//!
+//! # Why not `aws_lambda_events`
+//!
+//! Read in the source of `aws_lambda_events` 0.18.0 (awslabs/aws-lambda-rust-runtime 4c4e5fa).
+//! Where a type fits it is still unused: the event is told apart as a `Value` first (one `Records`
+//! array may be S3, SQS or SNS), and the `s3`, `sns`, `eventbridge` features bring chrono, which
+//! the Lambda build (no demo) does not compile. `tests::` is `trigger::tests`; files: `events/`.
+//!
+//! - S3 notification, direct: `S3Event`. `S3EventRecord` requires `eventTime` (a chrono
+//!   `DateTime<Utc>`), `userIdentity` and `requestParameters`; moto sends neither of the last two
+//!   and an `eventTime` without offset (`%Y-%m-%dT%H:%M:%S.%f`), tests/it's `s3_event` omits them
+//!   too; `S3Object.size` is an `Option<i64>`, so a size given as a string fails. Tests:
+//!   `tests::every_event_file_parses_as_expected` (s3-put, s3-multipart, s3-delete),
+//!   `tests::minimal_s3_record_needs_only_event_name_bucket_and_key`,
+//!   `tests::object_fields_are_read_leniently`.
+//! - `s3:TestEvent`: no type in 0.18 (`S3Event` requires `Records`). Test:
+//!   `tests::s3_test_event_is_recognised_in_every_envelope` (s3-test-event, sqs-s3-test-event).
+//! - SQS: `SqsEvent`/`SqsMessage` fit (every message field optional); the body is parsed from its
+//!   string either way. `SqsEventObj<T>` does not: one non-JSON body fails the whole batch, not
+//!   its message alone (sqs-mixed-with-poison, `tests::a_bad_record_fails_only_its_sqs_message`).
+//!   S3 body: as direct S3 (moto's S3 to SQS body is the same record; sqs-s3). SNS body:
+//!   `SnsMessage` requires `UnsubscribeURL`, which a `SubscriptionConfirmation` never has; here
+//!   it is skipped (sqs-sns-s3, `tests::sns_subscription_confirmation_in_sqs_is_skipped`).
+//!   EventBridge body: as below (sqs-eventbridge).
+//! - SNS, direct: `SnsEvent` fits what SNS sends (sns-s3), but `SnsMessage` requires nine fields
+//!   (`Timestamp` as `DateTime<Utc>`, `Signature`, `SigningCertUrl`, …) where only `Message` is
+//!   read; tests/it/exactly_once_ack.rs sends no `Signature`, `SigningCertUrl`, `UnsubscribeUrl`.
+//! - EventBridge "Object Created": `EventBridgeEvent<Value>` fits what S3 sends (it requires only
+//!   `detail-type`, `source`, `detail`), but `time` is an `Option<DateTime<Utc>>` and moto sends a
+//!   number; no type for the S3 `detail`. Tests: `tests::every_event_file_parses_as_expected`
+//!   (eventbridge-object-created, -deleted), `tests::eventbridge_reason_maps_to_s3_event_name`,
+//!   `tests::eventbridge_keys_are_not_decoded`.
+//! - `SqsBatchResponse`: fits, same JSON; the handler writes it in one `json!` rather than add the
+//!   crate and `serde_with` (tests/it/exactly_once_ack.rs compares the whole response).
+//! - S3 Batch Operations: `S3BatchJobEvent` fits 1.0; in 2.0, `S3BatchJob` has only `id` and
+//!   `S3BatchJobTask` only `s3BucketArn`, so `job.userArguments` and a task's `s3Bucket` are lost
+//!   (kept untyped in `other` with the `catch-all-fields` feature). `S3BatchJobResponse` fits the
+//!   wire, but every field is an `Option` and `resultCode` a `String` (`batch::ResultCode`: enum).
+//!   Tests (`batch::tests`): `the_documented_schema_1_0_example_is_read`,
+//!   `the_documented_schema_2_0_example_is_read_with_its_user_arguments`,
+//!   `the_response_has_exactly_the_fields_batch_operations_reads`.
+//! - Function URL: `LambdaFunctionUrlRequest` fits what Lambda sends (function-url-export-callback;
+//!   `http::tests::the_callback_example_reads_as_a_post_with_its_segment`) but requires
+//!   `requestContext.timeEpoch`, which the demo's callback (src/demo/mod.rs) and
+//!   `http::tests::query_and_body_are_decoded` lack. `LambdaFunctionUrlResponse` fits (adding
+//!   `"cookies": []`); `http::http_response` is one `json!` (`http::tests::responses_have_…`).
+//! - EventBridge schedule: `EventBridgeEvent<Value>` fits schedule.json; only `source` and
+//!   `detail-type` are compared
+//!   (`http::tests::the_schedule_example_is_a_scheduled_event_and_nothing_else`).
 
 pub mod batch;
 pub mod http;

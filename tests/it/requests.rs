@@ -132,5 +132,9 @@ async fn a_currents_file_costs_its_partitions_requests() {
     let sweep = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
     handler::handle(env.clone(), sweep, None).await.unwrap();
     let late = requests_of(&env, notification(3)).await;
-    assert_eq!(total(&late), 2 + 1, "a file the closed hour lists: {late:?}");
+    assert_eq!(
+        total(&late),
+        2 + 1,
+        "a file the closed hour lists: {late:?}"
+    );
 }
