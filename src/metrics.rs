@@ -44,64 +44,49 @@ pub fn enable() {
 
 /// One export manifest generation written, when enabled.
 pub fn record_export_closed(m: &crate::rollup::export::ExportManifest) {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return;
-    }
-    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
-    println!("{}", export_line(m, &function, now_millis()));
+    record_closed("ExportsClosed", m.closed_by.as_str(), m.status.as_str());
 }
 
-/// The EMF line for one export manifest generation.
-pub fn export_line(
-    m: &crate::rollup::export::ExportManifest,
-    function: &str,
-    now_ms: u64,
-) -> Value {
-    json!({
-        "FunctionName": function,
-        "ClosedBy": m.closed_by.as_str(),
-        "Status": m.status.as_str(),
-        "ExportsClosed": 1,
-        "_aws": {
-            "Timestamp": now_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["FunctionName"], ["FunctionName", "ClosedBy"], ["FunctionName", "Status"]],
-                "Metrics": [{"Name": "ExportsClosed", "Unit": "Count"}],
-            }],
-        },
-    })
-}
-
-/// One partition manifest generation, when enabled.
+/// One partition manifest generation written, when enabled.
 pub fn record_partition_closed(m: &crate::rollup::partition::PartitionManifest) {
+    record_closed("PartitionsClosed", m.closed_by.as_str(), m.status.as_str());
+}
+
+fn record_closed(metric: &str, closed_by: &str, status: &str) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
-    println!("{}", partition_line(m, &function, now_millis()));
+    println!(
+        "{}",
+        closed_line(metric, closed_by, status, &function, now_millis())
+    );
 }
 
-/// The EMF line for one partition manifest generation.
-pub fn partition_line(
-    m: &crate::rollup::partition::PartitionManifest,
+/// The EMF line for one roll-up generation written: `metric` (`ExportsClosed`,
+/// `PartitionsClosed`) 1, by what closed it and its status.
+pub fn closed_line(
+    metric: &str,
+    closed_by: &str,
+    status: &str,
     function: &str,
     now_ms: u64,
 ) -> Value {
-    json!({
+    let mut line = json!({
         "FunctionName": function,
-        "ClosedBy": m.closed_by.as_str(),
-        "Status": m.status.as_str(),
-        "PartitionsClosed": 1,
+        "ClosedBy": closed_by,
+        "Status": status,
         "_aws": {
             "Timestamp": now_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [["FunctionName"], ["FunctionName", "ClosedBy"], ["FunctionName", "Status"]],
-                "Metrics": [{"Name": "PartitionsClosed", "Unit": "Count"}],
+                "Metrics": [{"Name": metric, "Unit": "Count"}],
             }],
         },
-    })
+    });
+    line[metric] = json!(1);
+    line
 }
 
 /// One scheduled sweep's gauges, when enabled.
@@ -309,5 +294,29 @@ mod tests {
                 u8::from(matches!(outcome, ObjectOutcome::Retry { .. }))
             );
         }
+    }
+
+    #[test]
+    fn roll_up_and_sweep_lines_follow_the_emf_contract() {
+        for metric in ["ExportsClosed", "PartitionsClosed"] {
+            let line = closed_line(metric, "late_file", "partial", "fn", 7);
+            assert_emf(&line);
+            assert_eq!(
+                (&line[metric], &line["ClosedBy"]),
+                (&json!(1), &json!("late_file"))
+            );
+        }
+        let report = crate::rollup::sweep::SweepReport {
+            open: 2,
+            oldest_open_seconds: 90_000,
+            open_partitions: 3,
+            errors: vec!["x".into()],
+            ..Default::default()
+        };
+        let line = sweep_line(&report, "fn", 7);
+        assert_emf(&line);
+        assert_eq!(line["OldestOpenExportAge"], 90_000);
+        assert_eq!(line["OpenPartitions"], 3);
+        assert_eq!(line["SweepErrors"], 1);
     }
 }

@@ -26,14 +26,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::detect::kind_from_key;
 use crate::manifest::{
     Braze, Kind, Manifest, ObjectError, Producer, Status, fit_key, manifest_key,
 };
-use crate::pipeline::{Env, ObjectOutcome, forward_message, process_event};
+use crate::pipeline::{Env, ObjectOutcome, process_event};
 use crate::sink::{self, Identity, MessageType};
 use crate::store::s3::{Listed, OutputKind};
 use crate::store::{Condition, StoreError};
@@ -719,13 +718,7 @@ pub(super) async fn read_manifests(
 
 /// The deterministic id of one generation of an export manifest.
 pub fn export_idempotency_key(m: &ExportManifest) -> String {
-    let mut h = Sha256::new();
-    for field in ["export", m.bucket.as_str(), m.folder.as_str()] {
-        h.update(field.as_bytes());
-        h.update([0u8]);
-    }
-    h.update(format!("generation:{}", m.generation).as_bytes());
-    format!("{:x}", h.finalize())
+    super::idempotency_key("export", &m.bucket, &m.folder, m.generation)
 }
 
 /// What every sink is sent for an export manifest.
@@ -771,15 +764,9 @@ pub async fn forward_export(
     deadline: Option<Instant>,
     fresh: bool,
 ) -> Result<(), String> {
-    if env.sinks.names().is_empty() {
-        return Ok(());
-    }
-    let msg = outgoing(m, out_bucket, deadline);
     let records = format!("{}exports/{}deliveries/", env.cfg.output_prefix, m.folder);
-    let stamp = format!("generation {}", m.generation);
-    forward_message(env, out_bucket, &records, &stamp, &msg, fresh)
-        .await
-        .map(|_| ())
+    let message = || outgoing(m, out_bucket, deadline);
+    super::forward_generation(env, out_bucket, &records, m.generation, message, fresh).await
 }
 
 /// After an API export's file was indexed (or found indexed) by its notification: keeps the

@@ -56,3 +56,35 @@ pub(crate) fn unix_now() -> i64 {
 pub(crate) fn rfc3339(secs: i64) -> String {
     crate::detect::unix_to_rfc3339(secs).unwrap_or_else(|| secs.to_string())
 }
+
+/// The deterministic id of one generation of a roll-up manifest (`kind` `export` or
+/// `partition`, the folder or partition prefix in `bucket`): SHA-256, lowercase hex.
+pub fn idempotency_key(kind: &str, bucket: &str, prefix: &str, generation: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for field in [kind, bucket, prefix] {
+        h.update(field.as_bytes());
+        h.update([0u8]);
+    }
+    h.update(format!("generation:{generation}").as_bytes());
+    format!("{:x}", h.finalize())
+}
+
+/// Forwards one generation of a roll-up manifest to every sink that has not accepted it
+/// (delivery records under `records_dir`); nothing to do without sinks.
+pub async fn forward_generation(
+    env: &crate::pipeline::Env,
+    out_bucket: &str,
+    records_dir: &str,
+    generation: u64,
+    message: impl FnOnce() -> crate::sink::Outgoing,
+    fresh: bool,
+) -> Result<(), String> {
+    if env.sinks.names().is_empty() {
+        return Ok(());
+    }
+    let stamp = format!("generation {generation}");
+    crate::pipeline::forward_message(env, out_bucket, records_dir, &stamp, &message(), fresh)
+        .await
+        .map(|_| ())
+}

@@ -18,12 +18,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::detect::kind_from_key;
 use crate::manifest::{Braze, Kind, Manifest, ObjectError, Producer, Status, fit_key};
-use crate::pipeline::{Env, forward_message};
+use crate::pipeline::Env;
 use crate::sink::{self, Identity, MessageType};
 use crate::store::Condition;
 use crate::store::StoreError;
@@ -464,13 +463,7 @@ async fn write_redshift(
 
 /// The deterministic id of one generation of a partition manifest.
 pub fn partition_idempotency_key(m: &PartitionManifest) -> String {
-    let mut h = Sha256::new();
-    for field in ["partition", m.bucket.as_str(), m.prefix.as_str()] {
-        h.update(field.as_bytes());
-        h.update([0u8]);
-    }
-    h.update(format!("generation:{}", m.generation).as_bytes());
-    format!("{:x}", h.finalize())
+    super::idempotency_key("partition", &m.bucket, &m.prefix, m.generation)
 }
 
 /// What every sink is sent for a partition manifest.
@@ -521,15 +514,9 @@ pub async fn forward_partition(
     deadline: Option<Instant>,
     fresh: bool,
 ) -> Result<(), String> {
-    if env.sinks.names().is_empty() {
-        return Ok(());
-    }
-    let msg = outgoing(m, out_bucket, deadline);
     let records = format!("{}currents/{}deliveries/", env.cfg.output_prefix, m.prefix);
-    let stamp = format!("generation {}", m.generation);
-    forward_message(env, out_bucket, &records, &stamp, &msg, fresh)
-        .await
-        .map(|_| ())
+    let message = || outgoing(m, out_bucket, deadline);
+    super::forward_generation(env, out_bucket, &records, m.generation, message, fresh).await
 }
 
 /// Writes the partition's open record unless one is there.

@@ -4,7 +4,7 @@
 //! export manifest read here is validated against `schema/export-manifest.v1.schema.json`.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use export_fetcher::config::Config;
 use export_fetcher::handler;
@@ -110,26 +110,8 @@ async fn sweep(env: &Arc<Env>) -> Value {
     handler::handle(env.clone(), event, None).await.unwrap()
 }
 
-fn validator() -> &'static jsonschema::Validator {
-    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
-    V.get_or_init(|| {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/export-manifest.v1.schema.json");
-        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        jsonschema::validator_for(&schema).expect("a valid JSON Schema")
-    })
-}
-
 fn validate_export(m: &Value) {
-    let errors: Vec<String> = validator()
-        .iter_errors(m)
-        .map(|e| format!("  at {}: {e}", e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "export manifest does not match its schema:\n{}\n{m:#}",
-        errors.join("\n")
-    );
+    support::assert_matches_schema(m, "schema/export-manifest.v1.schema.json");
 }
 
 /// The export manifest of `folder`, validated, if written.

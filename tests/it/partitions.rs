@@ -5,8 +5,7 @@
 //! against `schema/partition-manifest.v1.schema.json`. The Avro files come from the tests' own
 //! generator.
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::types::{Record, Value as AV};
@@ -88,24 +87,10 @@ fn avro(schema: &Schema, n: usize) -> Vec<u8> {
     w.into_inner().unwrap()
 }
 
-fn validator() -> &'static jsonschema::Validator {
-    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
-    V.get_or_init(|| {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/partition-manifest.v1.schema.json");
-        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        jsonschema::validator_for(&schema).expect("a valid JSON Schema")
-    })
-}
-
 async fn partition_manifest(s3: &aws_sdk_s3::Client, hour: &str) -> Option<Value> {
     let key = format!("{OUT}currents/{}partition.manifest.json", prefix(hour));
     let m: Value = serde_json::from_slice(&get(s3, BUCKET, &key).await?).unwrap();
-    let errors: Vec<String> = validator()
-        .iter_errors(&m)
-        .map(|e| format!("  at {}: {e}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{}\n{m:#}", errors.join("\n"));
+    crate::support::assert_matches_schema(&m, "schema/partition-manifest.v1.schema.json");
     Some(m)
 }
 

@@ -3,9 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -135,17 +136,38 @@ fn truncate(s: &str, n: usize) -> String {
     format!("{}… [{} bytes total]", &s[..end], s.len())
 }
 
-fn validator() -> &'static jsonschema::Validator {
-    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
-    V.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/manifest.v1.schema.json");
+/// The JSON Schema `file` of this repository (`schema/…`), compiled once.
+pub fn schema_validator(file: &'static str) -> &'static jsonschema::Validator {
+    static V: OnceLock<Mutex<HashMap<&'static str, &'static jsonschema::Validator>>> =
+        OnceLock::new();
+    let mut known = V.get_or_init(Default::default).lock().unwrap();
+    known.entry(file).or_insert_with(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let schema: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
-        jsonschema::validator_for(&schema)
-            .unwrap_or_else(|e| panic!("{} is not a valid JSON Schema: {e}", path.display()))
+        Box::leak(Box::new(jsonschema::validator_for(&schema).unwrap_or_else(
+            |e| panic!("{} is not a valid JSON Schema: {e}", path.display()),
+        )))
     })
+}
+
+/// Panics with every violation of the JSON Schema `file` by `value`.
+pub fn assert_matches_schema(value: &Value, file: &'static str) {
+    let errors: Vec<String> = schema_validator(file)
+        .iter_errors(value)
+        .map(|e| format!("  at {}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "does not match {file}:\n{}\n{value:#}",
+        errors.join("\n")
+    );
+}
+
+fn validator() -> &'static jsonschema::Validator {
+    schema_validator("schema/manifest.v1.schema.json")
 }
 
 /// Validates a manifest against schema/manifest.v1.schema.json, panicking with every violation.
