@@ -133,11 +133,9 @@ impl ExportManifest {
     /// Whether it lists this version of `key` with this result of its own manifest (when
     /// given: a file indexed again may have a new one).
     pub fn lists(&self, key: &str, etag: Option<&str>, result: Option<&Manifest>) -> bool {
-        self.files.iter().any(|f| {
-            f.key == key
-                && (etag.is_none() || f.etag.as_deref() == etag)
-                && result.is_none_or(|m| f.status == m.status && f.records == m.totals.records)
-        })
+        let files = self.files.iter();
+        let files = files.map(|f| (f.key.as_str(), f.etag.as_deref(), f.status, f.records));
+        super::lists_version(files, key, etag, result)
     }
 }
 
@@ -274,14 +272,7 @@ pub async fn read_export_manifest(
     folder: &str,
 ) -> Result<Option<(ExportManifest, String)>, CloseError> {
     let key = export_manifest_key(&env.cfg.output_prefix, folder);
-    match env.s3.get_small(out_bucket, &key).await {
-        Ok(None) => Ok(None),
-        Ok(Some((body, etag))) => match serde_json::from_slice::<ExportManifest>(&body) {
-            Ok(m) => Ok(Some((m, etag))),
-            Err(e) => Err(format!("the export manifest {key:?} cannot be read: {e}")),
-        },
-        Err(e) => Err(store_error("reading the export manifest", e)),
-    }
+    super::read_json(env, out_bucket, &key, "export manifest").await
 }
 
 /// The open record and its ETag.
@@ -290,13 +281,7 @@ pub async fn read_record(
     out_bucket: &str,
     key: &str,
 ) -> Result<Option<(OpenRecord, String)>, CloseError> {
-    match env.s3.get_small(out_bucket, key).await {
-        Ok(None) => Ok(None),
-        Ok(Some((body, etag))) => serde_json::from_slice::<OpenRecord>(&body)
-            .map(|r| Some((r, etag)))
-            .map_err(|e| format!("the open record {key:?} cannot be read: {e}")),
-        Err(e) => Err(store_error("reading the open record", e)),
-    }
+    super::read_json(env, out_bucket, key, "open record").await
 }
 
 /// Writes the open record of `folder` unless one exists; returns the record that stands.

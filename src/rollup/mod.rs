@@ -88,3 +88,35 @@ pub async fn forward_generation(
         .await
         .map(|_| ())
 }
+
+/// A small JSON object of the output (a roll-up manifest, an open record) and its ETag; `what`
+/// names it in errors. `Ok(None)` when there is none.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    env: &crate::pipeline::Env,
+    bucket: &str,
+    key: &str,
+    what: &str,
+) -> Result<Option<(T, String)>, String> {
+    match env.s3.get_small(bucket, key).await {
+        Ok(None) => Ok(None),
+        Ok(Some((body, etag))) => serde_json::from_slice::<T>(&body)
+            .map(|v| Some((v, etag)))
+            .map_err(|e| format!("the {what} {key:?} cannot be read: {e}")),
+        Err(e) => Err(export::store_error(&format!("reading the {what}"), e)),
+    }
+}
+
+/// Whether a roll-up's files (key, ETag, status, records) list this version of `key` with this
+/// result of its own manifest (when given: a file indexed again may have a new one).
+pub(crate) fn lists_version<'a>(
+    mut files: impl Iterator<Item = (&'a str, Option<&'a str>, crate::manifest::Status, u64)>,
+    key: &str,
+    etag: Option<&str>,
+    result: Option<&crate::manifest::Manifest>,
+) -> bool {
+    files.any(|(k, e, status, records)| {
+        k == key
+            && (etag.is_none() || e == etag)
+            && result.is_none_or(|m| status == m.status && records == m.totals.records)
+    })
+}

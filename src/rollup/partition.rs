@@ -190,11 +190,9 @@ impl PartitionManifest {
     /// Whether it lists this version of `key` with this result of its own manifest (when
     /// given: a file indexed again may have a new one).
     pub fn lists(&self, key: &str, etag: Option<&str>, result: Option<&Manifest>) -> bool {
-        self.files.iter().any(|f| {
-            f.key == key
-                && (etag.is_none() || f.etag.as_deref() == etag)
-                && result.is_none_or(|m| f.status == m.status && f.records == m.totals.records)
-        })
+        let files = self.files.iter();
+        let files = files.map(|f| (f.key.as_str(), f.etag.as_deref(), f.status, f.records));
+        super::lists_version(files, key, etag, result)
     }
 }
 
@@ -241,16 +239,7 @@ async fn read_partition_manifest(
     prefix: &str,
 ) -> Result<Option<(PartitionManifest, String)>, CloseError> {
     let key = partition_manifest_key(&env.cfg.output_prefix, prefix);
-    match env.s3.get_small(out_bucket, &key).await {
-        Ok(None) => Ok(None),
-        Ok(Some((body, etag))) => match serde_json::from_slice::<PartitionManifest>(&body) {
-            Ok(m) => Ok(Some((m, etag))),
-            Err(e) => Err(format!(
-                "the partition manifest {key:?} cannot be read: {e}"
-            )),
-        },
-        Err(e) => Err(store_error("reading the partition manifest", e)),
-    }
+    super::read_json(env, out_bucket, &key, "partition manifest").await
 }
 
 /// The file's entry, from its listing and its manifest.
@@ -601,16 +590,11 @@ pub async fn sweep_one(
     now: i64,
     deadline: Option<Instant>,
 ) -> Result<Turn, String> {
-    let Some((body, etag)) = env
-        .s3
-        .get_small(out_bucket, record_key)
-        .await
-        .map_err(|e| format!("reading {record_key}: {e}"))?
+    let Some((record, etag)) =
+        super::read_json::<OpenPartition>(env, out_bucket, record_key, "open record").await?
     else {
         return Ok(Turn::Gone);
     };
-    let record: OpenPartition =
-        serde_json::from_slice(&body).map_err(|e| format!("the record {record_key}: {e}"))?;
     let Some(p) = Partition::parse(&record.bucket, &record.prefix) else {
         warn!(record = %crate::sanitize_for_log(record_key), "an open record names no Currents partition: removed");
         super::sweep::remove_if_unchanged(env, out_bucket, record_key, &etag).await;

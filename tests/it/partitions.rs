@@ -360,6 +360,19 @@ async fn concurrent_sweeps_write_one_generation_and_a_broken_file_stays_out_of_r
     assert_eq!(partition_messages(&w).await, vec![m]);
 }
 
+/// The environment keeping Currents tables in `database` of moto's Glue.
+fn glue_env(moto: &Moto, database: &str) -> Arc<Env> {
+    let cfg = Config {
+        glue_database: Some(database.into()),
+        ..Config::default()
+    };
+    Arc::new(
+        handler::env_with_clients(cfg, crate::aws::s3_client(&moto.endpoint))
+            .unwrap()
+            .with_glue(moto.glue()),
+    )
+}
+
 /// moto with the bucket and a Glue database, and the environment keeping tables in it.
 async fn with_glue() -> (Moto, aws_sdk_s3::Client, Arc<Env>) {
     let moto = Moto::start();
@@ -376,15 +389,7 @@ async fn with_glue() -> (Moto, aws_sdk_s3::Client, Arc<Env>) {
         .send()
         .await
         .unwrap();
-    let cfg = Config {
-        glue_database: Some("braze_currents".into()),
-        ..Config::default()
-    };
-    let env = Arc::new(
-        handler::env_with_clients(cfg, crate::aws::s3_client(&moto.endpoint))
-            .unwrap()
-            .with_glue(moto.glue()),
-    );
+    let env = glue_env(&moto, "braze_currents");
     (moto, s3, env)
 }
 
@@ -543,15 +548,7 @@ async fn a_glue_failure_retries_the_object_and_its_manifest_stands() {
     let s3 = moto.s3();
     make_bucket(&s3, BUCKET).await;
     // The database does not exist: Glue refuses the table.
-    let cfg = Config {
-        glue_database: Some("no_such_database".into()),
-        ..Config::default()
-    };
-    let env = Arc::new(
-        handler::env_with_clients(cfg, crate::aws::s3_client(&moto.endpoint))
-            .unwrap()
-            .with_glue(moto.glue()),
-    );
+    let env = glue_env(&moto, "no_such_database");
     let k = key("2024-05-01-19", 1);
     put(&s3, BUCKET, &k, avro(&schema(false), 5)).await;
     let err = handler::handle(env.clone(), s3_event(BUCKET, &k), None)
