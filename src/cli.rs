@@ -262,10 +262,20 @@ pub async fn backfill(args: BackfillArgs, cfg: Config) -> i32 {
 /// Runs `s3-server`: serves until the process is stopped; returns only on an error.
 #[cfg(feature = "demo")]
 pub async fn s3_server(root: PathBuf, port: u16, puts: Vec<String>) -> i32 {
-    use crate::demo::server::Server;
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use crate::demo::server::{Put, Server, local_client, put_files};
     let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| LOCAL_ACCESS_KEY.into());
     let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| LOCAL_SECRET_KEY.into());
+    let puts = match puts
+        .iter()
+        .map(|p| Put::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(puts) => puts,
+        Err(e) => {
+            eprintln!("export-fetcher: {e}");
+            return EXIT_USAGE;
+        }
+    };
     if let Err(e) = std::fs::create_dir_all(&root) {
         eprintln!("export-fetcher: cannot create {}: {e}", root.display());
         return EXIT_USAGE;
@@ -277,44 +287,9 @@ pub async fn s3_server(root: PathBuf, port: u16, puts: Vec<String>) -> i32 {
             return EXIT_NOT_COMPLETE;
         }
     };
-    let client = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(LOCAL_REGION))
-            .credentials_provider(Credentials::new(&key, &secret, None, None, "local"))
-            .endpoint_url(server.endpoint())
-            .force_path_style(true)
-            .build(),
-    );
-    for put in &puts {
-        // Keys hold `=` (Currents' `event_type=…/date=…`): the file is after the last one.
-        let Some((target, file)) = put.rsplit_once('=') else {
-            eprintln!("export-fetcher: --put takes BUCKET/KEY=FILE, not {put:?}");
-            return EXIT_USAGE;
-        };
-        let Some((bucket, key)) = target.split_once('/') else {
-            eprintln!("export-fetcher: --put takes BUCKET/KEY=FILE, not {put:?}");
-            return EXIT_USAGE;
-        };
-        let _ = client.create_bucket().bucket(bucket).send().await;
-        let body = match aws_sdk_s3::primitives::ByteStream::from_path(file).await {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("export-fetcher: cannot read {file}: {e}");
-                return EXIT_USAGE;
-            }
-        };
-        if let Err(e) = client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(body)
-            .send()
-            .await
-        {
-            eprintln!("export-fetcher: uploading {file} failed: {e:?}");
-            return EXIT_NOT_COMPLETE;
-        }
+    if let Err(e) = put_files(&local_client(&server.endpoint(), &key, &secret), &puts).await {
+        eprintln!("export-fetcher: {e}");
+        return e.exit_code();
     }
     println!("ready {}", server.endpoint());
     std::future::pending::<()>().await;
@@ -451,25 +426,7 @@ async fn invoke_env(cfg: Config) -> Result<pipeline::Env, crate::config::ConfigE
     if !endpoint_url_set(|v| std::env::var(v).ok()) {
         return handler::build_env(cfg).await;
     }
-    let shared = local_sdk_config().await;
-    let s3 = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(true)
-        .build();
-    let sinks = handler::sinks_from_config(
-        &cfg,
-        aws_sdk_sns::Client::new(&shared),
-        aws_sdk_sqs::Client::new(&shared),
-        aws_sdk_eventbridge::Client::new(&shared),
-    )?;
-    let glue = cfg
-        .glue_database
-        .is_some()
-        .then(|| aws_sdk_glue::Client::new(&shared));
-    let env = handler::env_with_clients(cfg, aws_sdk_s3::Client::from_conf(s3))?.with_sinks(sinks);
-    Ok(match glue {
-        Some(glue) => env.with_glue(glue),
-        None => env,
-    })
+    handler::env_from_sdk_config(cfg, &local_sdk_config().await, true)
 }
 
 /// Runs `invoke`; returns the exit status: 0 when nothing is to be retried, 1 when the SQS

@@ -74,19 +74,29 @@ pub async fn build_env(cfg: Config) -> Result<Env, ConfigError> {
     let custom_endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
-    let s3_config = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(custom_endpoint)
+    env_from_sdk_config(cfg, &shared, custom_endpoint)
+}
+
+/// Every client built from one SDK configuration (`path_style`: S3 addressed by path, for an
+/// endpoint other than AWS's); the Glue client only when `GLUE_DATABASE` is set.
+pub fn env_from_sdk_config(
+    cfg: Config,
+    shared: &aws_config::SdkConfig,
+    path_style: bool,
+) -> Result<Env, ConfigError> {
+    let s3_config = aws_sdk_s3::config::Builder::from(shared)
+        .force_path_style(path_style)
         .build();
     let sinks = sinks_from_config(
         &cfg,
-        aws_sdk_sns::Client::new(&shared),
-        aws_sdk_sqs::Client::new(&shared),
-        aws_sdk_eventbridge::Client::new(&shared),
+        aws_sdk_sns::Client::new(shared),
+        aws_sdk_sqs::Client::new(shared),
+        aws_sdk_eventbridge::Client::new(shared),
     )?;
     let glue = cfg
         .glue_database
         .is_some()
-        .then(|| aws_sdk_glue::Client::new(&shared));
+        .then(|| aws_sdk_glue::Client::new(shared));
     let env = env_with_clients(cfg, aws_sdk_s3::Client::from_conf(s3_config))?.with_sinks(sinks);
     Ok(match glue {
         Some(glue) => env.with_glue(glue),

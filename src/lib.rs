@@ -80,3 +80,16 @@ mod tests {
         assert_eq!(super::sanitize_for_log("plain é+=/ key"), "plain é+=/ key");
     }
 }
+
+/// `Read::read` for a reader that is also `BufRead`: copies from its buffer (one copy, no
+/// second buffer).
+pub(crate) fn read_from_buffer<R: std::io::BufRead + ?Sized>(
+    r: &mut R,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let avail = r.fill_buf()?;
+    let n = avail.len().min(buf.len());
+    buf[..n].copy_from_slice(&avail[..n]);
+    r.consume(n);
+    Ok(n)
+}

@@ -311,6 +311,35 @@ impl Manifest {
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).expect("manifest serialises: plain data")
     }
+
+    /// Whether its failure is one a redelivered notification processes again (the
+    /// environment, or a missing object).
+    pub fn reprocessable(&self) -> bool {
+        self.failure
+            .is_some_and(|f| f.cause.reprocess_on_redelivery())
+    }
+
+    /// Whether it is the final result of this version of its object (version id, ETag, size),
+    /// so that a redelivered notification only forwards it again and a backfill passes the
+    /// object by: not a `skipped` one, not a failure a redelivery processes again, and for
+    /// this very version. A `missing` manifest in particular never makes a later upload of the
+    /// same bytes (same ETag and size) look done.
+    pub fn is_final_for(&self, version_id: Option<&str>, etag: Option<&str>, size: u64) -> bool {
+        self.status != Status::Skipped
+            && !self.reprocessable()
+            && self.source.is_version(version_id, etag, size)
+    }
+}
+
+impl Source {
+    /// Whether it names this version of the object: the same version id when both have one,
+    /// else the same ETag and size.
+    pub fn is_version(&self, version_id: Option<&str>, etag: Option<&str>, size: u64) -> bool {
+        match (self.version_id.as_deref(), version_id) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.etag.is_some() && self.etag.as_deref() == etag && self.size == size,
+        }
+    }
 }
 
 fn first_generation() -> u64 {

@@ -6,13 +6,13 @@
 //! picked (the manifest describes an earlier upload: a manifest cannot have been written before
 //! the bytes it describes existed, and S3's `LastModified` of an object is never later than its
 //! upload's end). Anything else needs the manifest itself ([`second_look`]), one GET: it is
-//! current when it is the object's final result, the rule `pipeline::already_done` applies to a
-//! notification ([`already_done`] mirrors it).
+//! current when it is the object's final result: [`Manifest::is_final_for`], the one rule a
+//! notification follows too.
 
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 
 use crate::config::KeyFilter;
-use crate::manifest::{FailureCause, Manifest, Source, Status};
+use crate::manifest::{FailureCause, Manifest, Status};
 
 /// One object as a listing or an inventory row describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +178,11 @@ pub fn second_look(obj: &Listed, manifest: Option<&Manifest>, mode: Mode) -> Res
         // Absent in manifests older than the field: read as the object's fault, as the
         // pipeline does.
         let cause = m.failure.map_or(FailureCause::Object, |f| f.cause);
-        if !mode.reprocess && cause == FailureCause::Object && same_version(&m.source, obj) {
+        if !mode.reprocess
+            && cause == FailureCause::Object
+            && m.source
+                .is_version(obj.version_id.as_deref(), obj.etag.as_deref(), obj.size)
+        {
             return Err(Skip::FailedByObject);
         }
         return Ok(());
@@ -189,22 +193,10 @@ pub fn second_look(obj: &Listed, manifest: Option<&Manifest>, mode: Mode) -> Res
     Ok(())
 }
 
-/// Whether a manifest describes this version of the object: the same version id when both have
-/// one, else the same ETag and size (`pipeline::same_version`).
-pub fn same_version(existing: &Source, obj: &Listed) -> bool {
-    match (&existing.version_id, &obj.version_id) {
-        (Some(a), Some(b)) => a == b,
-        _ => existing.etag.is_some() && existing.etag == obj.etag && existing.size == obj.size,
-    }
-}
-
-/// Whether the manifest is this version's final result (`pipeline::already_done`): not
-/// `skipped`, not a failure that a new run processes again (environment, missing object), and
-/// for this very version.
+/// Whether the manifest is this version's final result ([`Manifest::is_final_for`], the rule a
+/// notification follows too).
 pub fn already_done(m: &Manifest, obj: &Listed) -> bool {
-    m.status != Status::Skipped
-        && !m.failure.is_some_and(|f| f.cause.reprocess_on_redelivery())
-        && same_version(&m.source, obj)
+    m.is_final_for(obj.version_id.as_deref(), obj.etag.as_deref(), obj.size)
 }
 
 /// `--since`: a date (`2025-04-01`, midnight UTC) or an RFC 3339 time

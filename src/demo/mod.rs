@@ -106,16 +106,7 @@ async fn demo(cfg: Config, dir: &Path, keep: bool) -> Result<bool, String> {
 
 /// The S3 client, configured as in Lambda except for the endpoint and the credentials.
 fn client(endpoint: &str) -> Client {
-    use aws_sdk_s3::config::{BehaviorVersion, Builder, Credentials, Region};
-    let credentials = Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "export-fetcher-demo");
-    let conf = Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(credentials)
-        .force_path_style(true)
-        .build();
-    Client::from_conf(conf)
+    server::local_client(endpoint, ACCESS_KEY, SECRET_KEY)
 }
 
 /// The demo against a running S3 server that accepts [`ACCESS_KEY`] / [`SECRET_KEY`]: `label`

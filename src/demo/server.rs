@@ -139,6 +139,84 @@ impl Server {
     }
 }
 
+/// An S3 client for a local server (path-style, `us-east-1`), signing with this key pair.
+pub fn local_client(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Builder, Credentials, Region};
+    let credentials = Credentials::new(access_key, secret_key, None, None, "local");
+    aws_sdk_s3::Client::from_conf(
+        Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(credentials)
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// One `--put BUCKET/KEY=FILE` of the local servers' command lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    pub bucket: String,
+    pub key: String,
+    pub file: String,
+}
+
+impl Put {
+    /// Reads `BUCKET/KEY=FILE`. Keys hold `=` (Currents' `event_type=…/date=…`): the file is
+    /// after the last one.
+    pub fn parse(put: &str) -> Result<Put, String> {
+        let parsed = put
+            .rsplit_once('=')
+            .and_then(|(target, file)| Some((target.split_once('/')?, file)));
+        match parsed {
+            Some(((bucket, key), file)) if !bucket.is_empty() && !key.is_empty() => Ok(Put {
+                bucket: bucket.into(),
+                key: key.into(),
+                file: file.into(),
+            }),
+            _ => Err(format!("--put takes BUCKET/KEY=FILE, not {put:?}")),
+        }
+    }
+}
+
+/// Why uploading the `--put` files failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PutError {
+    /// A file cannot be read (a usage error).
+    #[error("{0}")]
+    Unreadable(String),
+    /// The server did not take it.
+    #[error("{0}")]
+    Upload(String),
+}
+
+impl PutError {
+    /// The servers' exit status: 2 for a file that cannot be read, 1 for a failed upload.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            PutError::Unreadable(_) => 2,
+            PutError::Upload(_) => 1,
+        }
+    }
+}
+
+/// Uploads each file to its key (creating the bucket first), in order.
+pub async fn put_files(client: &aws_sdk_s3::Client, puts: &[Put]) -> Result<(), PutError> {
+    for put in puts {
+        let _ = client.create_bucket().bucket(&put.bucket).send().await;
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(&put.file)
+            .await
+            .map_err(|e| PutError::Unreadable(format!("cannot read {}: {e}", put.file)))?;
+        let sent = client.put_object().bucket(&put.bucket).key(&put.key);
+        sent.body(body)
+            .send()
+            .await
+            .map_err(|e| PutError::Upload(format!("uploading {} failed: {e:?}", put.file)))?;
+    }
+    Ok(())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
@@ -202,68 +280,58 @@ impl ShortKeys {
     }
 }
 
-/// A method that only needs the key of its input translated.
-macro_rules! keyed {
-    ($method:ident, $input:ty, $output:ty) => {
+/// An `s3s-fs` method wrapped: `$this` is the server, `$req` the request, `$body` the answer.
+macro_rules! wrapped {
+    ($method:ident, $input:ty, $output:ty, |$this:ident, $req:ident| $body:expr) => {
         fn $method<'life0, 'async_trait>(
             &'life0 self,
-            mut req: S3Request<$input>,
+            #[allow(unused_mut)] mut $req: S3Request<$input>,
         ) -> Reply<'async_trait, $output>
         where
             'life0: 'async_trait,
             Self: 'async_trait,
         {
-            Box::pin(async move {
-                req.input.key = self.storage_key(&req.input.bucket, &req.input.key);
-                self.fs.$method(req).await
-            })
+            let $this = self;
+            Box::pin(async move { $body })
         }
+    };
+}
+
+/// A method that only needs the key of its input translated.
+macro_rules! keyed {
+    ($method:ident, $input:ty, $output:ty) => {
+        wrapped!($method, $input, $output, |this, req| {
+            req.input.key = this.storage_key(&req.input.bucket, &req.input.key);
+            this.fs.$method(req).await
+        });
     };
 }
 
 /// A method whose output names the key again.
 macro_rules! keyed_out {
     ($method:ident, $input:ty, $output:ty) => {
-        fn $method<'life0, 'async_trait>(
-            &'life0 self,
-            mut req: S3Request<$input>,
-        ) -> Reply<'async_trait, $output>
-        where
-            'life0: 'async_trait,
-            Self: 'async_trait,
-        {
-            Box::pin(async move {
-                req.input.key = self.storage_key(&req.input.bucket, &req.input.key);
-                let mut resp = self.fs.$method(req).await?;
-                resp.output.key = resp.output.key.take().map(|k| self.real_key(k));
-                Ok(resp)
-            })
-        }
+        wrapped!($method, $input, $output, |this, req| {
+            req.input.key = this.storage_key(&req.input.bucket, &req.input.key);
+            let mut resp = this.fs.$method(req).await?;
+            resp.output.key = resp.output.key.take().map(|k| this.real_key(k));
+            Ok(resp)
+        });
     };
 }
 
 impl S3 for ShortKeys {
-    fn create_bucket<'life0, 'async_trait>(
-        &'life0 self,
-        req: S3Request<CreateBucketInput>,
-    ) -> Reply<'async_trait, CreateBucketOutput>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.fs.create_bucket(req))
-    }
-
-    fn head_bucket<'life0, 'async_trait>(
-        &'life0 self,
-        req: S3Request<HeadBucketInput>,
-    ) -> Reply<'async_trait, HeadBucketOutput>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.fs.head_bucket(req))
-    }
+    wrapped!(
+        create_bucket,
+        CreateBucketInput,
+        CreateBucketOutput,
+        |this, req| this.fs.create_bucket(req).await
+    );
+    wrapped!(
+        head_bucket,
+        HeadBucketInput,
+        HeadBucketOutput,
+        |this, req| this.fs.head_bucket(req).await
+    );
 
     /// Listed as `s3s-fs` lists them, with the shortened keys listed under their real keys
     /// (prefix and delimiter applied to the real key), added to the listing's last page.

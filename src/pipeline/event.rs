@@ -18,30 +18,6 @@ use super::forward::forward;
 use super::object::{empty_manifest, run};
 use super::{Env, ObjectOutcome};
 
-/// Whether an existing manifest describes this very version of the object.
-fn same_version(existing: &Source, info: &ObjectInfo) -> bool {
-    match (&existing.version_id, &info.version_id) {
-        (Some(a), Some(b)) => a == b,
-        _ => existing.etag.is_some() && existing.etag == info.etag && existing.size == info.size,
-    }
-}
-
-/// Whether a manifest's failure is one a redelivered notification processes again (the
-/// environment, or a missing object).
-fn reprocessable(m: &Manifest) -> bool {
-    m.failure.is_some_and(|f| f.cause.reprocess_on_redelivery())
-}
-
-/// Whether an existing manifest is this version's final result, so that a redelivered
-/// notification only forwards it again: not a `skipped` one, not a failure a redelivery
-/// processes again. A `missing` manifest in particular never makes a later upload of the same
-/// bytes (same ETag and size) look done.
-fn already_done(existing: &Manifest, info: &ObjectInfo) -> bool {
-    existing.status != Status::Skipped
-        && !reprocessable(existing)
-        && same_version(&existing.source, info)
-}
-
 /// Orders two S3 sequencers of one key: hex strings compared after left-padding to equal length
 /// (S3's event documentation). `None` when either is empty or not hex.
 fn sequencer_order(a: &str, b: &str) -> Option<std::cmp::Ordering> {
@@ -263,7 +239,7 @@ async fn process_object(
     }
     let mut generation = 1;
     if let Some(m) = &existing_manifest
-        && already_done(m, &info)
+        && m.is_final_for(info.version_id.as_deref(), info.etag.as_deref(), info.size)
     {
         let written_by_this_job = job.id.is_some() && m.source.batch_job_id == job.id;
         if !job.reprocess || written_by_this_job {
@@ -387,7 +363,7 @@ enum LostRace {
 fn after_lost_race(ours: &Manifest, theirs: &Manifest) -> LostRace {
     if is_newer(&theirs.source, &ours.source) {
         LostRace::Superseded
-    } else if reprocessable(theirs) && !reprocessable(ours) {
+    } else if theirs.reprocessable() && !ours.reprocessable() {
         LostRace::Replace
     } else if theirs.source.etag == ours.source.etag
         && theirs.source.version_id == ours.source.version_id

@@ -29,16 +29,16 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::detect::kind_from_key;
-use crate::manifest::{
-    Braze, Kind, Manifest, ObjectError, Producer, Status, fit_key, manifest_key,
-};
-use crate::pipeline::{Env, ObjectOutcome, process_event};
+use crate::manifest::{Braze, Kind, Manifest, ObjectError, Producer, Status, fit_key};
+use crate::pipeline::Env;
 use crate::sink::{self, Identity, MessageType};
 use crate::store::s3::{Listed, OutputKind};
 use crate::store::{Condition, StoreError};
-use crate::trigger::{Envelope, ObjectEvent};
 
-use super::{rfc3339, unix_now};
+pub use super::closer::CloseError;
+use super::closer::store_error;
+use super::closer::{self, ATTEMPTS, Outcome, RollUp};
+use super::unix_now;
 
 pub const EXPORT_MANIFEST_VERSION: u32 = 1;
 /// The export manifest's JSON Schema.
@@ -46,10 +46,6 @@ pub const SCHEMA_JSON: &str = include_str!("../../schema/export-manifest.v1.sche
 /// The `source.event_name` of a file's manifest when a close indexed it (no notification had
 /// been processed for it yet; its own notification then finds the manifest, a duplicate).
 pub const CLOSE_EVENT_NAME: &str = "ExportClose:Listed";
-/// Manifests read at once while closing.
-const PARALLEL_READS: usize = 8;
-/// Rounds of write-then-check before a close gives up (and is retried).
-const ATTEMPTS: usize = 4;
 
 /// What wrote a generation of the export manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,13 +254,6 @@ pub enum Closed {
     Empty,
 }
 
-/// Why a close could not finish (all retryable: S3, the pipeline, a race that kept going).
-pub type CloseError = String;
-
-pub(super) fn store_error(what: &str, e: StoreError) -> CloseError {
-    format!("{what}: {e}")
-}
-
 /// The export manifest and its ETag, when written.
 pub async fn read_export_manifest(
     env: &Env,
@@ -272,7 +261,7 @@ pub async fn read_export_manifest(
     folder: &str,
 ) -> Result<Option<(ExportManifest, String)>, CloseError> {
     let key = export_manifest_key(&env.cfg.output_prefix, folder);
-    super::read_json(env, out_bucket, &key, "export manifest").await
+    closer::read_standing::<ExportClose>(env, out_bucket, &key).await
 }
 
 /// The open record and its ETag.
@@ -428,79 +417,6 @@ pub fn rollup_status(statuses: impl Iterator<Item = Status> + Clone) -> Status {
     }
 }
 
-/// The objects of the folder, as listed (folder markers left out).
-async fn list_files(env: &Env, folder: &Folder) -> Result<Vec<Listed>, CloseError> {
-    list_objects(env, &folder.bucket, &folder.prefix).await
-}
-
-/// The objects under `prefix`, in key order, as listed (folder markers left out).
-pub(super) async fn list_objects(
-    env: &Env,
-    bucket: &str,
-    prefix: &str,
-) -> Result<Vec<Listed>, CloseError> {
-    let mut files = env
-        .s3
-        .list(bucket, prefix, None)
-        .await
-        .map_err(|e| store_error("listing the objects under the prefix", e))?
-        .objects;
-    files.retain(|f| !f.key.ends_with('/'));
-    files.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(files)
-}
-
-/// A file's manifest, when one is written for this version of it (same ETag).
-async fn manifest_of(
-    env: &Env,
-    out_bucket: &str,
-    file: &Listed,
-) -> Result<Option<Manifest>, CloseError> {
-    let key = manifest_key(&env.cfg.output_prefix, &file.key);
-    match env.s3.get_small(out_bucket, &key).await {
-        Ok(None) => Ok(None),
-        Ok(Some((body, _))) => Ok(serde_json::from_slice::<Manifest>(&body)
-            .ok()
-            .filter(|m| file.etag.is_none() || m.source.etag == file.etag)),
-        Err(e) => Err(store_error("reading a file's manifest", e)),
-    }
-}
-
-/// Indexes a file the close found without its manifest, through the pipeline (as if its
-/// notification had come). `Ok(true)`: a manifest now stands; `Ok(false)`: the key filters
-/// leave it out.
-pub(super) async fn index_file(
-    env: &Env,
-    file: &Listed,
-    bucket: &str,
-    event_name: &str,
-    deadline: Option<Instant>,
-) -> Result<bool, CloseError> {
-    let ev = ObjectEvent {
-        bucket: bucket.to_string(),
-        key: file.key.clone(),
-        size: Some(file.size),
-        etag: file.etag.clone(),
-        version_id: None,
-        sequencer: None,
-        event_time: file.last_modified.map(rfc3339),
-        event_name: event_name.to_string(),
-        envelope: Envelope::S3,
-    };
-    match Box::pin(process_event(env, &ev, deadline)).await {
-        ObjectOutcome::Done { .. } | ObjectOutcome::Duplicate { .. } => Ok(true),
-        ObjectOutcome::Skipped { reason } => {
-            info!(key = %crate::sanitize_for_log(&file.key), reason = %reason, "export file left out by the key filters");
-            Ok(false)
-        }
-        ObjectOutcome::Superseded { reason } => Err(format!(
-            "{:?} changed while the export was closed ({reason}): retried",
-            file.key
-        )),
-        ObjectOutcome::Retry { error } => Err(format!("indexing {:?}: {error}", file.key)),
-    }
-}
-
 /// Closes the export in `folder` now: lists it, reads (or, with [`Mode::Index`], writes) each
 /// file's manifest, writes the next generation of the export manifest where it does not
 /// already list every file, and forwards it. `by` is what asked, and what the generation's
@@ -534,41 +450,74 @@ async fn close_within(
         Ok(found) => found.map(|(_, etag)| etag),
         Err(e) => return Err(store_error("reading the open record", e)),
     };
-    let mut written: Option<(Box<ExportManifest>, Option<String>)> = None;
-    let mut files = list_files(env, folder).await?;
-    for _ in 0..ATTEMPTS {
-        let existing = read_export_manifest(env, &out_bucket, &folder.prefix).await?;
-        if files.is_empty() {
-            return Ok(match existing {
-                Some((m, _)) => Closed::Unchanged(Box::new(m)),
-                None => Closed::Empty,
-            });
-        }
-        let mut manifests = read_manifests(env, &out_bucket, &files).await?;
-        let missing: Vec<&Listed> = files
-            .iter()
-            .zip(&manifests)
-            .filter(|(_, m)| m.is_none())
-            .map(|(f, _)| f)
-            .collect();
-        if !missing.is_empty() {
-            match mode {
-                Mode::Wait => {
-                    return Ok(Closed::Waiting {
-                        missing: missing.iter().map(|f| f.key.clone()).collect(),
-                    });
+    let closer = ExportClose {
+        folder,
+        by,
+        braze_failed,
+    };
+    Ok(
+        match closer::close(env, &closer, mode == Mode::Index, deadline).await? {
+            Outcome::Written {
+                manifest,
+                forward_error,
+                settled,
+            } => {
+                if settled && forward_error.is_none() {
+                    remove_record(env, &out_bucket, &folder.prefix, record_seen.as_deref()).await;
                 }
-                Mode::Index => {
-                    for file in missing {
-                        index_file(env, file, &folder.bucket, CLOSE_EVENT_NAME, deadline).await?;
-                    }
-                    manifests = read_manifests(env, &out_bucket, &files).await?;
+                Closed::Written {
+                    manifest,
+                    forward_error,
                 }
             }
-        }
+            Outcome::Unchanged(m) => Closed::Unchanged(m),
+            Outcome::Waiting(missing) => Closed::Waiting { missing },
+            Outcome::Empty => Closed::Empty,
+        },
+    )
+}
+
+/// An export folder's close, as a [`RollUp`].
+struct ExportClose<'a> {
+    folder: &'a Folder,
+    /// What asked for it, and what the generation's `closed_by` says.
+    by: ClosedBy,
+    /// Braze's callback said `success: false`.
+    braze_failed: bool,
+}
+
+impl RollUp for ExportClose<'_> {
+    type Manifest = ExportManifest;
+    type File = ExportFile;
+    const WHAT: &'static str = "export";
+    const CLOSE_EVENT_NAME: &'static str = CLOSE_EVENT_NAME;
+
+    fn bucket(&self) -> &str {
+        &self.folder.bucket
+    }
+
+    fn prefix(&self) -> &str {
+        &self.folder.prefix
+    }
+
+    fn manifest_key(&self, env: &Env) -> String {
+        export_manifest_key(&env.cfg.output_prefix, &self.folder.prefix)
+    }
+
+    fn files(m: &ExportManifest) -> &[ExportFile] {
+        &m.files
+    }
+
+    fn build(
+        &self,
+        env: &Env,
+        existing: Option<&(ExportManifest, String)>,
+        files: &[Listed],
+        manifests: &[Option<Manifest>],
+    ) -> ExportManifest {
         let mut entries = Vec::with_capacity(files.len());
         let mut totals = ExportTotals::default();
-        for (file, manifest) in files.iter().zip(&manifests) {
+        for (file, manifest) in files.iter().zip(manifests) {
             let (entry, compressed) = file_of(file, manifest.as_ref());
             totals.files += 1;
             totals.records += entry.records;
@@ -576,34 +525,14 @@ async fn close_within(
             totals.compressed_bytes += compressed;
             entries.push(entry);
         }
-        if let Some((m, _)) = &existing
-            && m.files == entries
-        {
-            // Done: by this call (checked after its write) or by another closer. Compared
-            // file by file with the manifests as they are now, so that a file indexed again
-            // (a new result for the same version) makes the next generation too.
-            return Ok(match written {
-                Some((manifest, forward_error)) => {
-                    if forward_error.is_none() {
-                        remove_record(env, &out_bucket, &folder.prefix, record_seen.as_deref())
-                            .await;
-                    }
-                    Closed::Written {
-                        manifest,
-                        forward_error,
-                    }
-                }
-                None => Closed::Unchanged(Box::new(m.clone())),
-            });
-        }
         let mut errors = Vec::new();
         let mut status = export_status(&entries);
-        let previous_failed = existing.as_ref().is_some_and(|(m, _)| {
+        let previous_failed = existing.is_some_and(|(m, _)| {
             m.errors
                 .iter()
                 .any(|e| e.message.starts_with(BRAZE_FAILED_PREFIX))
         });
-        if braze_failed || previous_failed {
+        if self.braze_failed || previous_failed {
             status = Status::Failed;
             errors.push(ObjectError {
                 message: format!(
@@ -613,93 +542,50 @@ async fn close_within(
                 part: None,
             });
         }
-        // `closed_by` names what wrote this generation: a late file's own run, or a closer
-        // (the callback, the sweep, the command) that found the folder changed.
-        let closed_by = by;
-        let (generation, condition) = match &existing {
-            None => (1, Condition::IfNoneMatch),
-            Some((m, etag)) => (m.generation + 1, Condition::IfMatch(etag.clone())),
-        };
-        let manifest = ExportManifest {
+        ExportManifest {
             export_manifest_version: EXPORT_MANIFEST_VERSION,
             status,
             kind: Kind::ApiUserExport,
-            bucket: folder.bucket.clone(),
-            folder: folder.prefix.clone(),
-            braze: folder.braze.clone(),
-            closed_by,
+            bucket: self.folder.bucket.clone(),
+            folder: self.folder.prefix.clone(),
+            braze: self.folder.braze.clone(),
+            // What wrote this generation: a late file's own run, or a closer (the callback,
+            // the sweep, the command) that found the folder changed.
+            closed_by: self.by,
             closed_at: crate::manifest::now_rfc3339(),
-            generation,
+            generation: existing.map_or(1, |(m, _)| m.generation + 1),
             files: entries,
             totals,
             errors,
-            manifest_key: export_manifest_key(&env.cfg.output_prefix, &folder.prefix),
+            manifest_key: self.manifest_key(env),
             producer: Producer::default(),
-        };
-        let fresh = condition == Condition::IfNoneMatch;
-        let put = env
-            .s3
-            .put_small(
-                &out_bucket,
-                &manifest.manifest_key,
-                manifest.to_json_pretty().into_bytes(),
-                "application/json",
-                condition,
-            )
-            .await;
-        match put {
-            Ok(()) => {
-                info!(
-                    folder = %crate::sanitize_for_log(&folder.prefix),
-                    generation,
-                    closed_by = closed_by.as_str(),
-                    status = status.as_str(),
-                    files = manifest.totals.files,
-                    "export manifest written"
-                );
-                crate::metrics::record_export_closed(&manifest);
-                let forward_error = forward_export(env, &out_bucket, &manifest, deadline, fresh)
-                    .await
-                    .err();
-                written = Some((Box::new(manifest), forward_error));
-            }
-            // Another closer wrote a generation meanwhile: look again.
-            Err(StoreError::PreconditionFailed) => {}
-            Err(e) => return Err(store_error("writing the export manifest", e)),
         }
-        // List again: a file that appeared while this close ran is amended at once.
-        files = list_files(env, folder).await?;
     }
-    match written {
-        Some((manifest, forward_error)) => Ok(Closed::Written {
-            manifest,
-            forward_error,
-        }),
-        None => Err("the export kept changing while it was closed: retried".into()),
+
+    async fn written(
+        &self,
+        env: &Env,
+        out_bucket: &str,
+        manifest: &ExportManifest,
+        deadline: Option<Instant>,
+        fresh: bool,
+    ) -> Result<Option<String>, CloseError> {
+        info!(
+            folder = %crate::sanitize_for_log(&manifest.folder),
+            generation = manifest.generation,
+            closed_by = manifest.closed_by.as_str(),
+            status = manifest.status.as_str(),
+            files = manifest.totals.files,
+            "export manifest written"
+        );
+        crate::metrics::record_export_closed(manifest);
+        Ok(forward_export(env, out_bucket, manifest, deadline, fresh)
+            .await
+            .err())
     }
 }
 
 const BRAZE_FAILED_PREFIX: &str = "Braze reported that the export failed";
-
-pub(super) async fn read_manifests(
-    env: &Env,
-    out_bucket: &str,
-    files: &[Listed],
-) -> Result<Vec<Option<Manifest>>, CloseError> {
-    // Chunks of futures collected up front (a stream combinator's closure would make the future
-    // not `Send` for every lifetime, which the handler's tasks need).
-    let mut out = Vec::with_capacity(files.len());
-    for chunk in files.chunks(PARALLEL_READS) {
-        let reads: Vec<_> = chunk
-            .iter()
-            .map(|f| manifest_of(env, out_bucket, f))
-            .collect();
-        for read in futures_util::future::join_all(reads).await {
-            out.push(read?);
-        }
-    }
-    Ok(out)
-}
 
 /// The deterministic id of one generation of an export manifest.
 pub fn export_idempotency_key(m: &ExportManifest) -> String {

@@ -22,6 +22,7 @@
 //! schedule).
 
 pub mod callback;
+mod closer;
 pub mod export;
 pub mod glue;
 pub mod partition;
@@ -102,7 +103,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
         Ok(Some((body, etag))) => serde_json::from_slice::<T>(&body)
             .map(|v| Some((v, etag)))
             .map_err(|e| format!("the {what} {key:?} cannot be read: {e}")),
-        Err(e) => Err(export::store_error(&format!("reading the {what}"), e)),
+        Err(e) => Err(closer::store_error(&format!("reading the {what}"), e)),
     }
 }
 

@@ -28,9 +28,8 @@ use crate::store::Condition;
 use crate::store::StoreError;
 use crate::store::s3::{Listed, OutputKind};
 
-use super::export::{
-    CloseError, ExportTotals, index_file, list_objects, read_manifests, store_error,
-};
+use super::closer::{self, ATTEMPTS, CloseError, Outcome, RollUp, store_error};
+use super::export::ExportTotals;
 use super::unix_now;
 
 pub const PARTITION_MANIFEST_VERSION: u32 = 1;
@@ -38,8 +37,6 @@ pub const PARTITION_MANIFEST_VERSION: u32 = 1;
 pub const SCHEMA_JSON: &str = include_str!("../../schema/partition-manifest.v1.schema.json");
 /// The `source.event_name` of a file's manifest when a close indexed it.
 pub const CLOSE_EVENT_NAME: &str = "PartitionClose:Listed";
-/// Rounds of write-then-check before a close gives up (and is retried).
-const ATTEMPTS: usize = 4;
 
 /// What wrote a generation of the partition manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,7 +236,7 @@ async fn read_partition_manifest(
     prefix: &str,
 ) -> Result<Option<(PartitionManifest, String)>, CloseError> {
     let key = partition_manifest_key(&env.cfg.output_prefix, prefix);
-    super::read_json(env, out_bucket, &key, "partition manifest").await
+    closer::read_standing::<PartitionClose>(env, out_bucket, &key).await
 }
 
 /// The file's entry, from its listing and its manifest.
@@ -283,90 +280,94 @@ pub async fn close(
     by: PartitionClosedBy,
     deadline: Option<Instant>,
 ) -> Result<Closed, CloseError> {
-    crate::store::s3::within_deadline(deadline, async {
-        let out_bucket = env.output_bucket(&p.bucket).to_string();
-        let mut written: Option<(Box<PartitionManifest>, Option<String>)> = None;
-        let mut files = list_objects(env, &p.bucket, &p.prefix).await?;
-        for _ in 0..ATTEMPTS {
-            let existing = read_partition_manifest(env, &out_bucket, &p.prefix).await?;
-            if files.is_empty() {
-                return Ok(existing.map_or(Closed::Empty, |(m, _)| Closed::Unchanged(Box::new(m))));
-            }
-            let mut manifests = read_manifests(env, &out_bucket, &files).await?;
-            if manifests.iter().any(Option::is_none) {
-                for (file, m) in files.iter().zip(&manifests) {
-                    if m.is_none() {
-                        index_file(env, file, &p.bucket, CLOSE_EVENT_NAME, deadline).await?;
-                    }
-                }
-                manifests = read_manifests(env, &out_bucket, &files).await?;
-            }
-            let manifest = build(env, p, by, &existing, &files, &manifests);
-            if let Some((m, _)) = &existing
-                && m.files == manifest.files
-            {
-                return Ok(match written {
-                    Some((manifest, forward_error)) => Closed::Written {
-                        manifest,
-                        forward_error,
-                    },
-                    None => Closed::Unchanged(Box::new(m.clone())),
-                });
-            }
-            let condition = match &existing {
-                None => Condition::IfNoneMatch,
-                Some((_, etag)) => Condition::IfMatch(etag.clone()),
-            };
-            let fresh = condition == Condition::IfNoneMatch;
-            let put = env
-                .s3
-                .put_small(
-                    &out_bucket,
-                    &manifest.manifest_key,
-                    manifest.to_json_pretty().into_bytes(),
-                    "application/json",
-                    condition,
-                )
-                .await;
-            match put {
-                Ok(()) => {
-                    info!(
-                        partition = %crate::sanitize_for_log(&p.prefix),
-                        generation = manifest.generation,
-                        closed_by = manifest.closed_by.as_str(),
-                        status = manifest.status.as_str(),
-                        files = manifest.totals.files,
-                        "partition manifest written"
-                    );
-                    write_redshift(env, &out_bucket, &manifest).await?;
-                    crate::metrics::record_partition_closed(&manifest);
-                    let forward_error =
-                        forward_partition(env, &out_bucket, &manifest, deadline, fresh)
-                            .await
-                            .err();
-                    written = Some((Box::new(manifest), forward_error));
-                }
-                Err(StoreError::PreconditionFailed) => {}
-                Err(e) => return Err(store_error("writing the partition manifest", e)),
-            }
-            files = list_objects(env, &p.bucket, &p.prefix).await?;
-        }
-        match written {
-            Some((manifest, forward_error)) => Ok(Closed::Written {
-                manifest,
-                forward_error,
-            }),
-            None => Err("the partition kept changing while it was closed: retried".into()),
-        }
+    let close = PartitionClose { p, by };
+    let outcome =
+        crate::store::s3::within_deadline(deadline, closer::close(env, &close, true, deadline))
+            .await?;
+    Ok(match outcome {
+        Outcome::Written {
+            manifest,
+            forward_error,
+            ..
+        } => Closed::Written {
+            manifest,
+            forward_error,
+        },
+        Outcome::Unchanged(m) => Closed::Unchanged(m),
+        // The partition's close indexes what is missing: it never waits.
+        Outcome::Waiting(_) | Outcome::Empty => Closed::Empty,
     })
-    .await
+}
+
+/// A partition's close, as a [`RollUp`].
+struct PartitionClose<'a> {
+    p: &'a Partition,
+    by: PartitionClosedBy,
+}
+
+impl RollUp for PartitionClose<'_> {
+    type Manifest = PartitionManifest;
+    type File = PartitionFile;
+    const WHAT: &'static str = "partition";
+    const CLOSE_EVENT_NAME: &'static str = CLOSE_EVENT_NAME;
+
+    fn bucket(&self) -> &str {
+        &self.p.bucket
+    }
+
+    fn prefix(&self) -> &str {
+        &self.p.prefix
+    }
+
+    fn manifest_key(&self, env: &Env) -> String {
+        partition_manifest_key(&env.cfg.output_prefix, &self.p.prefix)
+    }
+
+    fn files(m: &PartitionManifest) -> &[PartitionFile] {
+        &m.files
+    }
+
+    fn build(
+        &self,
+        env: &Env,
+        existing: Option<&(PartitionManifest, String)>,
+        files: &[Listed],
+        manifests: &[Option<Manifest>],
+    ) -> PartitionManifest {
+        build(env, self.p, self.by, existing, files, manifests)
+    }
+
+    async fn written(
+        &self,
+        env: &Env,
+        out_bucket: &str,
+        manifest: &PartitionManifest,
+        deadline: Option<Instant>,
+        fresh: bool,
+    ) -> Result<Option<String>, CloseError> {
+        info!(
+            partition = %crate::sanitize_for_log(&manifest.prefix),
+            generation = manifest.generation,
+            closed_by = manifest.closed_by.as_str(),
+            status = manifest.status.as_str(),
+            files = manifest.totals.files,
+            "partition manifest written"
+        );
+        write_redshift(env, out_bucket, manifest).await?;
+        crate::metrics::record_partition_closed(manifest);
+        Ok(
+            forward_partition(env, out_bucket, manifest, deadline, fresh)
+                .await
+                .err(),
+        )
+    }
 }
 
 fn build(
     env: &Env,
     p: &Partition,
     by: PartitionClosedBy,
-    existing: &Option<(PartitionManifest, String)>,
+    existing: Option<&(PartitionManifest, String)>,
     files: &[Listed],
     manifests: &[Option<Manifest>],
 ) -> PartitionManifest {
@@ -399,7 +400,7 @@ fn build(
             .flatten()
             .find_map(|m| m.braze.currents_version);
     }
-    let generation = existing.as_ref().map_or(1, |(m, _)| m.generation + 1);
+    let generation = existing.map_or(1, |(m, _)| m.generation + 1);
     PartitionManifest {
         partition_manifest_version: PARTITION_MANIFEST_VERSION,
         status,

@@ -178,36 +178,13 @@ async fn sweep_one(
             let _ = env.s3.delete(out_bucket, record_key).await;
             return Ok(Turn::Gone);
         };
-        if read_export_manifest(env, out_bucket, &folder.prefix)
+        // Closed already: amend it when files came late, else forward what may not have been,
+        // and remove the record.
+        let standing = read_export_manifest(env, out_bucket, &folder.prefix)
             .await?
-            .is_some()
-        {
-            // Closed already: amend it when files came late, else forward what may not have
-            // been, and remove the record.
-            return match export::close(env, &folder, ClosedBy::LateFile, Mode::Index, false, deadline)
-                .await?
-            {
-                Closed::Written {
-                    manifest,
-                    forward_error: None,
-                } => Ok(closed(&manifest)),
-                Closed::Written {
-                    forward_error: Some(e),
-                    ..
-                } => Err(format!("forwarding the amended export manifest: {e}")),
-                Closed::Unchanged(current) => {
-                    export::forward_export(env, out_bucket, &current, deadline, false)
-                        .await
-                        .map_err(|e| format!("forwarding the export manifest: {e}"))?;
-                    remove_if_unchanged(env, out_bucket, record_key, &etag).await;
-                    Ok(Turn::Gone)
-                }
-                Closed::Waiting { .. } | Closed::Empty => Ok(Turn::Open {
-                    opened_at: record.opened_at,
-                }),
-            };
-        }
+            .is_some();
         let (by, success) = match record.close {
+            _ if standing => (ClosedBy::LateFile, true),
             Some(pending) => (pending.by, pending.success),
             None => {
                 let files = env
@@ -237,6 +214,14 @@ async fn sweep_one(
                 forward_error: Some(e),
                 ..
             } => Err(format!("forwarding the export manifest: {e}")),
+            Closed::Unchanged(current) if standing => {
+                export::forward_export(env, out_bucket, &current, deadline, false)
+                    .await
+                    .map_err(|e| format!("forwarding the export manifest: {e}"))?;
+                remove_if_unchanged(env, out_bucket, record_key, &etag).await;
+                Ok(Turn::Gone)
+            }
+            // Another closer wrote it meanwhile, and removes the record.
             Closed::Unchanged(_) => Ok(Turn::Gone),
             Closed::Waiting { .. } => Ok(Turn::Open {
                 opened_at: record.opened_at,

@@ -5,7 +5,7 @@
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 pub use super::{DETAIL_TYPE_FAILED, DETAIL_TYPE_INDEXED};
-use super::{Outgoing, SinkError, sdk_error};
+use super::{Outgoing, SinkError};
 
 pub const NAME: &str = "eventbridge";
 pub const SOURCE: &str = "export-fetcher";
@@ -33,10 +33,7 @@ impl EventBridgeSink {
             .entries(entry)
             .send()
             .await
-            .map_err(|e| SinkError {
-                sink: NAME,
-                message: sdk_error(&e),
-            })?;
+            .map_err(|e| SinkError::sdk(NAME, &e))?;
         if out.failed_entry_count() > 0 {
             let why = out
                 .entries()

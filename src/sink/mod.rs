@@ -26,6 +26,19 @@ pub struct SinkError {
     pub message: String,
 }
 
+impl SinkError {
+    /// An AWS SDK call's error, as its service code and message where it has them.
+    pub(crate) fn sdk<E: std::fmt::Debug + aws_sdk_s3::error::ProvideErrorMetadata>(
+        sink: &'static str,
+        e: &aws_sdk_s3::error::SdkError<E>,
+    ) -> SinkError {
+        SinkError {
+            sink,
+            message: sdk_error(e),
+        }
+    }
+}
+
 /// What a forwarded message announces: its `message_type` attribute (SNS, SQS), its
 /// EventBridge detail-type and the webhook's `X-Export-Fetcher-Message-Type` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +91,21 @@ pub struct Outgoing {
     /// When `body` carries the manifest, `detail` is the manifest as a JSON value.
     pub detail: Value,
     pub deadline: Option<Instant>,
+}
+
+impl Outgoing {
+    /// The FIFO message group and deduplication ids for an SNS topic or SQS queue named
+    /// `target` (`None` for a standard one).
+    pub fn fifo_ids(&self, target: &str) -> (Option<String>, Option<String>) {
+        if target.ends_with(".fifo") {
+            (
+                Some(self.group_id.clone()),
+                Some(self.idempotency_key.clone()),
+            )
+        } else {
+            (None, None)
+        }
+    }
 }
 
 /// The deterministic id of an object version's result: SHA-256 of bucket, key and version (or

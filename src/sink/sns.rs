@@ -3,7 +3,7 @@
 
 use aws_sdk_sns::types::MessageAttributeValue;
 
-use super::{Outgoing, SinkError, sdk_error};
+use super::{Outgoing, SinkError};
 
 pub const NAME: &str = "sns";
 
@@ -18,29 +18,24 @@ impl SnsSink {
     }
 
     pub async fn send(&self, msg: &Outgoing) -> Result<(), SinkError> {
-        let mut req = self
-            .client
+        let attributes = msg.attributes.iter().map(|(name, value)| {
+            let built = MessageAttributeValue::builder().data_type("String");
+            (
+                name.to_string(),
+                built.string_value(value).build().expect("typed"),
+            )
+        });
+        let (group, dedup) = msg.fifo_ids(&self.topic_arn);
+        self.client
             .publish()
             .topic_arn(&self.topic_arn)
-            .message(&msg.body);
-        for (name, value) in &msg.attributes {
-            req = req.message_attributes(
-                *name,
-                MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(value)
-                    .build()
-                    .expect("data type is set"),
-            );
-        }
-        if self.topic_arn.ends_with(".fifo") {
-            req = req
-                .message_group_id(&msg.group_id)
-                .message_deduplication_id(&msg.idempotency_key);
-        }
-        req.send().await.map(|_| ()).map_err(|e| SinkError {
-            sink: NAME,
-            message: sdk_error(&e),
-        })
+            .message(&msg.body)
+            .set_message_attributes(Some(attributes.collect()))
+            .set_message_group_id(group)
+            .set_message_deduplication_id(dedup)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| SinkError::sdk(NAME, &e))
     }
 }

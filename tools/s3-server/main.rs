@@ -19,7 +19,7 @@ mod plain;
 use std::path::PathBuf;
 
 use clap::Parser;
-use export_fetcher::demo::server::Server;
+use export_fetcher::demo::server::{Put, Server, local_client, put_files};
 
 use plain::PlainStore;
 
@@ -46,37 +46,22 @@ async fn main() {
     std::process::exit(run(Args::parse()).await);
 }
 
-/// An S3 client for a local endpoint.
-fn client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config::{BehaviorVersion, Builder, Credentials, Region};
-    aws_sdk_s3::Client::from_conf(
-        Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(key, secret, None, None, "s3-server"))
-            .endpoint_url(endpoint)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
 /// Serves until the process is stopped; returns only on an error, with the exit status.
 async fn run(args: Args) -> i32 {
     let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "local".into());
     let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "local-secret".into());
-    let mut uploads = Vec::with_capacity(args.puts.len());
-    for put in &args.puts {
-        let parsed = put
-            .split_once('=')
-            .and_then(|(target, file)| Some((target.split_once('/')?, file)));
-        match parsed {
-            Some(((bucket, key), file)) => uploads.push((bucket, key, file)),
-            None => {
-                eprintln!("s3-server: --put takes BUCKET/KEY=FILE, not {put:?}");
-                return 2;
-            }
+    let puts = match args
+        .puts
+        .iter()
+        .map(|p| Put::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(puts) => puts,
+        Err(e) => {
+            eprintln!("s3-server: {e}");
+            return 2;
         }
-    }
+    };
     if let Err(e) = std::fs::create_dir_all(&args.root) {
         eprintln!("s3-server: cannot create {}: {e}", args.root.display());
         return 2;
@@ -96,27 +81,9 @@ async fn run(args: Args) -> i32 {
             return 1;
         }
     };
-    let s3 = client(&server.endpoint(), &key, &secret);
-    for (bucket, key, file) in uploads {
-        let _ = s3.create_bucket().bucket(bucket).send().await;
-        let body = match aws_sdk_s3::primitives::ByteStream::from_path(file).await {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("s3-server: cannot read {file}: {e}");
-                return 2;
-            }
-        };
-        if let Err(e) = s3
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(body)
-            .send()
-            .await
-        {
-            eprintln!("s3-server: uploading {file} failed: {e:?}");
-            return 1;
-        }
+    if let Err(e) = put_files(&local_client(&server.endpoint(), &key, &secret), &puts).await {
+        eprintln!("s3-server: {e}");
+        return e.exit_code();
     }
     println!("ready {}", server.endpoint());
     std::future::pending::<()>().await;

@@ -857,7 +857,8 @@ mod tests {
         let server = Server::serve(PlainStore::new(dir).unwrap(), ACCESS_KEY, SECRET_KEY)
             .await
             .unwrap();
-        let s3 = crate::client(&server.endpoint(), ACCESS_KEY, SECRET_KEY);
+        let s3 =
+            export_fetcher::demo::server::local_client(&server.endpoint(), ACCESS_KEY, SECRET_KEY);
         s3.create_bucket()
             .bucket("plain-tests")
             .send()
@@ -1142,7 +1143,8 @@ mod tests {
         let server = Server::serve(PlainStore::new(dir.path()).unwrap(), ACCESS_KEY, SECRET_KEY)
             .await
             .unwrap();
-        let s3 = crate::client(&server.endpoint(), ACCESS_KEY, SECRET_KEY);
+        let s3 =
+            export_fetcher::demo::server::local_client(&server.endpoint(), ACCESS_KEY, SECRET_KEY);
         s3.create_bucket().bucket("list").send().await.unwrap();
         s3.create_bucket().bucket("other").send().await.unwrap();
         // Put out of order; "a/" holds 7 keys, the others must not be listed under it.
