@@ -69,18 +69,6 @@ pub fn sanitize_for_log(s: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn log_sanitising_escapes_control_characters() {
-        assert_eq!(
-            super::sanitize_for_log("a\nb\u{1b}[31mc\r"),
-            "a\\nb\\u{1b}[31mc\\r"
-        );
-        assert_eq!(super::sanitize_for_log("plain é+=/ key"), "plain é+=/ key");
-    }
-}
-
 /// `Read::read` for a reader that is also `BufRead`: copies from its buffer (one copy, no
 /// second buffer).
 pub(crate) fn read_from_buffer<R: std::io::BufRead + ?Sized>(
@@ -92,4 +80,16 @@ pub(crate) fn read_from_buffer<R: std::io::BufRead + ?Sized>(
     buf[..n].copy_from_slice(&avail[..n]);
     r.consume(n);
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_sanitising_escapes_control_characters() {
+        assert_eq!(
+            super::sanitize_for_log("a\nb\u{1b}[31mc\r"),
+            "a\\nb\\u{1b}[31mc\\r"
+        );
+        assert_eq!(super::sanitize_for_log("plain é+=/ key"), "plain é+=/ key");
+    }
 }

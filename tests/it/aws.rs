@@ -453,6 +453,25 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// The header fields after the request line, names and values trimmed, in order.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        String::from_utf8_lossy(&self.head)
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect()
+    }
+
+    /// Reads the `Content-Length` body that follows this head.
+    pub fn read_body(&self, reader: &mut BufReader<TcpStream>) -> Vec<u8> {
+        let mut body = vec![0u8; self.length as usize];
+        reader.read_exact(&mut body).unwrap();
+        body
+    }
+
     /// Copies the body that follows this head, as sent.
     pub fn copy_body(
         &self,

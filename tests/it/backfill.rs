@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::aws::{self, Moto};
 use crate::fixtures::{self, DEFLATED, gzip};
-use crate::lambda_s3::{BUCKET, get, make_bucket, put};
+use crate::lambda_s3::{BUCKET, delete, get, make_bucket, moto_with_bucket, put};
 use crate::support;
 
 const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:export-fetcher";
@@ -46,6 +46,18 @@ impl Out {
             "exit={}\nstderr:\n{}\nstdout:\n{}",
             self.code, self.stderr, self.stdout
         )
+    }
+
+    /// Asserts that stderr holds `text` (the whole output in the message).
+    #[track_caller]
+    fn assert_stderr_has(&self, text: &str) {
+        assert!(self.stderr.contains(text), "{}", self.describe());
+    }
+
+    /// Asserts that stdout holds `text` (the whole output in the message).
+    #[track_caller]
+    fn assert_stdout_has(&self, text: &str) {
+        assert!(self.stdout.contains(text), "{}", self.describe());
     }
 
     /// The dry run's CreateJob request.
@@ -88,22 +100,30 @@ fn backfill(moto: &Moto, args: &[&str], env: &[(&str, &str)]) -> Out {
     out
 }
 
+/// `export-fetcher backfill` with `before`, the function and role ARNs, `after`, then `--dry-run`.
+fn backfill_dry_run(moto: &Moto, before: &[&str], after: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut args = before.to_vec();
+    args.extend_from_slice(&["--function-arn", FUNCTION, "--role-arn", ROLE]);
+    args.extend_from_slice(after);
+    args.push("--dry-run");
+    backfill(moto, &args, env)
+}
+
+/// `export-fetcher backfill s3://BUCKET --local` with `extra` arguments.
+fn backfill_local(moto: &Moto, extra: &[&str]) -> Out {
+    let target = format!("s3://{BUCKET}");
+    let mut args = vec![target.as_str(), "--local"];
+    args.extend_from_slice(extra);
+    backfill(moto, &args, &[])
+}
+
 /// A dry run over `target` with `extra` arguments; returns its output and the keys of its CSV
 /// manifest (decoded).
 async fn dry_run(moto: &Moto, target: &str, extra: &[&str]) -> (Out, Vec<String>) {
-    let mut args = vec![
-        target,
-        "--function-arn",
-        FUNCTION,
-        "--role-arn",
-        ROLE,
-        "--dry-run",
-    ];
-    args.extend_from_slice(extra);
-    let out = backfill(moto, &args, &[]);
+    let out = backfill_dry_run(moto, &[target], extra, &[]);
     assert_eq!(out.code, 0, "{}", out.describe());
     if out.stdout.trim().is_empty() {
-        assert!(out.stderr.contains("nothing to do"), "{}", out.describe());
+        out.assert_stderr_has("nothing to do");
         return (out, Vec::new());
     }
     let lines = csv_lines(moto, &out.request()).await;
@@ -251,17 +271,9 @@ async fn listing_picks_by_prefix_include_exclude_and_since() {
         "{}",
         out.describe()
     );
-    assert!(out.stderr.contains("8 objects"), "{}", out.describe());
-    assert!(
-        out.stderr.contains("outputs of export-fetcher"),
-        "{}",
-        out.describe()
-    );
-    assert!(
-        out.stderr.contains("folder placeholders"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stderr_has("8 objects");
+    out.assert_stderr_has("outputs of export-fetcher");
+    out.assert_stderr_has("folder placeholders");
 
     let (_, prefixed) = dry_run(&moto, &format!("s3://{BUCKET}/segment-export/"), &[]).await;
     assert_eq!(sorted(prefixed), set(&[API_ZIP, API_GZ, DASHBOARD]));
@@ -282,16 +294,10 @@ async fn listing_picks_by_prefix_include_exclude_and_since() {
     assert_eq!(sorted(filtered), set(&[API_ZIP, API_GZ, CURRENTS]));
 
     // INCLUDE_KEYS / EXCLUDE_KEYS of the configuration leave out what the function would skip.
-    let out = backfill(
+    let out = backfill_dry_run(
         &moto,
-        &[
-            &format!("s3://{BUCKET}"),
-            "--function-arn",
-            FUNCTION,
-            "--role-arn",
-            ROLE,
-            "--dry-run",
-        ],
+        &[&format!("s3://{BUCKET}")],
+        &[],
         &[("EXCLUDE_KEYS", "sent_messages/**")],
     );
     let keys: BTreeSet<String> = csv_lines(&moto, &out.request())
@@ -318,7 +324,7 @@ async fn listing_picks_by_prefix_include_exclude_and_since() {
         "--since {since}; {}",
         out.describe()
     );
-    assert!(out.stderr.contains("before --since"), "{}", out.describe());
+    out.assert_stderr_has("before --since");
     let (_, none) = dry_run(&moto, &format!("s3://{BUCKET}"), &["--since", "2999-01-01"]).await;
     assert!(none.is_empty());
 }
@@ -327,13 +333,13 @@ async fn listing_picks_by_prefix_include_exclude_and_since() {
 async fn objects_with_a_current_manifest_are_skipped_others_picked() {
     let moto = Moto::start();
     let s3 = bucket_with_samples(&moto).await;
-    let out = backfill(&moto, &[&format!("s3://{BUCKET}"), "--local"], &[]);
+    let out = backfill_local(&moto, &[]);
     assert_eq!(out.code, 0, "{}", out.describe());
     // Everything is done: nothing to pick, no job file written.
     let (out, none) = dry_run(&moto, &format!("s3://{BUCKET}"), &[]).await;
     assert!(none.is_empty(), "{}", out.describe());
-    assert!(out.stderr.contains("already done"), "{}", out.describe());
-    assert!(out.stderr.contains("6 read"), "{}", out.describe());
+    out.assert_stderr_has("already done");
+    out.assert_stderr_has("6 read");
 
     // An object overwritten since its manifest; one whose manifest is an environment failure
     // (a permission since fixed); one whose object was missing; a new one.
@@ -364,7 +370,7 @@ async fn objects_with_a_current_manifest_are_skipped_others_picked() {
         out.describe()
     );
     // Only objects that have a manifest written after them were read: not the new one.
-    assert!(out.stderr.contains("6 listed"), "{}", out.describe());
+    out.assert_stderr_has("6 listed");
     let read: u64 = out
         .stderr
         .split(" read")
@@ -381,16 +387,10 @@ async fn objects_with_a_current_manifest_are_skipped_others_picked() {
     // Outputs in a bucket of their own: the manifests are looked for there.
     let out_bucket = "braze-exports-outputs";
     make_bucket(&s3, out_bucket).await;
-    let out = backfill(
+    let out = backfill_dry_run(
         &moto,
-        &[
-            &format!("s3://{BUCKET}/segment-export/"),
-            "--function-arn",
-            FUNCTION,
-            "--role-arn",
-            ROLE,
-            "--dry-run",
-        ],
+        &[&format!("s3://{BUCKET}/segment-export/")],
+        &[],
         &[("OUTPUT_BUCKET", out_bucket)],
     );
     assert_eq!(out.code, 0, "{}", out.describe());
@@ -421,7 +421,7 @@ async fn failed_only_picks_failed_manifests_and_reprocess_takes_everything() {
     corrupt.truncate(corrupt.len() / 2);
     let broken = "segment-export/6f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b/2025-04-01/d9696570-dfb7-45ae-baa2-25e302e2da27-1743465600/ffffffffffffffffffffffffffffffff.zip";
     put(&s3, BUCKET, broken, corrupt).await;
-    let out = backfill(&moto, &[&format!("s3://{BUCKET}"), "--local"], &[]);
+    let out = backfill_local(&moto, &[]);
     assert_eq!(out.code, 1, "the corrupt object fails; {}", out.describe());
     assert_eq!(
         manifest_of(&s3, broken).await.unwrap()["failure"]["cause"],
@@ -431,12 +431,8 @@ async fn failed_only_picks_failed_manifests_and_reprocess_takes_everything() {
 
     let (out, failed) = dry_run(&moto, &format!("s3://{BUCKET}"), &["--failed-only"]).await;
     assert_eq!(sorted(failed), set(&[CURRENTS]), "{}", out.describe());
-    assert!(out.stderr.contains("add --reprocess"), "{}", out.describe());
-    assert!(
-        out.stderr.contains("not failed (--failed-only)"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stderr_has("add --reprocess");
+    out.assert_stderr_has("not failed (--failed-only)");
 
     let (out, failed) = dry_run(
         &moto,
@@ -458,11 +454,7 @@ async fn failed_only_picks_failed_manifests_and_reprocess_takes_everything() {
     // --reprocess alone: every object, with no manifest listed or read.
     let (out, all) = dry_run(&moto, &format!("s3://{BUCKET}"), &["--reprocess"]).await;
     assert_eq!(all.len(), 7, "{}", out.describe());
-    assert!(
-        out.stderr.contains("0 listed, 0 read"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stderr_has("0 listed, 0 read");
     // Without it, no UserArguments at all.
     let (out, _) = dry_run(&moto, &format!("s3://{BUCKET}"), &["--failed-only"]).await;
     assert!(
@@ -513,9 +505,7 @@ async fn inventory_report(s3: &aws_sdk_s3::Client, rows: &[[&str; 6]]) -> String
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inventory_reports_csv_and_csv_gz() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let url = inventory_report(
         &s3,
         &[
@@ -570,19 +560,7 @@ async fn inventory_reports_csv_and_csv_gz() {
         ],
     )
     .await;
-    let out = backfill(
-        &moto,
-        &[
-            "--from-inventory",
-            &url,
-            "--function-arn",
-            FUNCTION,
-            "--role-arn",
-            ROLE,
-            "--dry-run",
-        ],
-        &[],
-    );
+    let out = backfill_dry_run(&moto, &["--from-inventory", &url], &[], &[]);
     assert_eq!(out.code, 0, "{}", out.describe());
     let request = out.request();
     assert_eq!(
@@ -599,25 +577,13 @@ async fn inventory_reports_csv_and_csv_gz() {
     .map(|s| s.to_string())
     .collect();
     assert_eq!(lines, want, "{}", out.describe());
-    assert!(
-        out.stderr.contains("older versions and delete markers"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stderr_has("older versions and delete markers");
 
     // Narrowed to a prefix, and a report of another bucket is refused.
-    let out = backfill(
+    let out = backfill_dry_run(
         &moto,
-        &[
-            &format!("s3://{BUCKET}/reports/"),
-            "--from-inventory",
-            &url,
-            "--function-arn",
-            FUNCTION,
-            "--role-arn",
-            ROLE,
-            "--dry-run",
-        ],
+        &[&format!("s3://{BUCKET}/reports/"), "--from-inventory", &url],
+        &[],
         &[],
     );
     assert_eq!(
@@ -626,29 +592,19 @@ async fn inventory_reports_csv_and_csv_gz() {
         "{}",
         out.describe()
     );
-    let out = backfill(
+    let out = backfill_dry_run(
         &moto,
-        &[
-            "s3://another-bucket",
-            "--from-inventory",
-            &url,
-            "--function-arn",
-            FUNCTION,
-            "--role-arn",
-            ROLE,
-            "--dry-run",
-        ],
+        &["s3://another-bucket", "--from-inventory", &url],
+        &[],
         &[],
     );
     assert_eq!(out.code, 2, "{}", out.describe());
-    assert!(out.stderr.contains("lists bucket"), "{}", out.describe());
+    out.assert_stderr_has("lists bucket");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_csv_manifest_percent_encodes_keys() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let keys = [
         (
             "reports/engagement report 2025.csv",
@@ -685,20 +641,10 @@ async fn the_csv_manifest_percent_encodes_keys() {
 async fn dry_run_prints_the_request_the_sdk_builder_makes() {
     let moto = Moto::start();
     bucket_with_samples(&moto).await;
-    let out = backfill(
+    let out = backfill_dry_run(
         &moto,
-        &[
-            &format!("s3://{BUCKET}/segment-export/"),
-            "--function-arn",
-            FUNCTION,
-            "--role-arn",
-            ROLE,
-            "--priority",
-            "42",
-            "--confirmation-required",
-            "--reprocess",
-            "--dry-run",
-        ],
+        &[&format!("s3://{BUCKET}/segment-export/")],
+        &["--priority", "42", "--confirmation-required", "--reprocess"],
         &[("OUTPUT_PREFIX", "fetched")],
     );
     assert_eq!(out.code, 0, "{}", out.describe());
@@ -776,7 +722,7 @@ async fn dry_run_prints_the_request_the_sdk_builder_makes() {
     // Without ARNs (and without --local) the command stops before listing.
     let out = backfill(&moto, &[&format!("s3://{BUCKET}"), "--dry-run"], &[]);
     assert_eq!(out.code, 2, "{}", out.describe());
-    assert!(out.stderr.contains("--function-arn"), "{}", out.describe());
+    out.assert_stderr_has("--function-arn");
     let out = backfill(
         &moto,
         &[
@@ -790,11 +736,7 @@ async fn dry_run_prints_the_request_the_sdk_builder_makes() {
         &[],
     );
     assert_eq!(out.code, 2, "{}", out.describe());
-    assert!(
-        out.stderr.contains("not a Lambda function ARN"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stderr_has("not a Lambda function ARN");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -904,19 +846,11 @@ async fn stack_outputs_fill_the_arns_and_the_output_location() {
 async fn local_indexes_every_object_and_a_rerun_does_no_work() {
     let moto = Moto::start();
     let s3 = bucket_with_samples(&moto).await;
-    let out = backfill(
-        &moto,
-        &[&format!("s3://{BUCKET}"), "--local", "--concurrency", "3"],
-        &[],
-    );
+    let out = backfill_local(&moto, &["--concurrency", "3"]);
     assert_eq!(out.code, 0, "{}", out.describe());
-    assert!(out.stdout.contains(&row("done", 6)), "{}", out.describe());
-    assert!(
-        out.stdout.contains(&status_row("complete", 6)),
-        "{}",
-        out.describe()
-    );
-    assert!(out.stdout.contains("objects/s"), "{}", out.describe());
+    out.assert_stdout_has(&row("done", 6));
+    out.assert_stdout_has(&status_row("complete", 6));
+    out.assert_stdout_has("objects/s");
     let mut written = Vec::new();
     for (key, _) in samples() {
         let m = manifest_of(&s3, key)
@@ -928,9 +862,9 @@ async fn local_indexes_every_object_and_a_rerun_does_no_work() {
     }
 
     // A rerun: nothing picked, nothing rewritten.
-    let out = backfill(&moto, &[&format!("s3://{BUCKET}"), "--local"], &[]);
+    let out = backfill_local(&moto, &[]);
     assert_eq!(out.code, 0, "{}", out.describe());
-    assert!(out.stderr.contains("nothing to do"), "{}", out.describe());
+    out.assert_stderr_has("nothing to do");
     for (key, at) in &written {
         assert_eq!(
             &manifest_of(&s3, key).await.unwrap()["processed_at"],
@@ -941,13 +875,9 @@ async fn local_indexes_every_object_and_a_rerun_does_no_work() {
 
     // --reprocess: every object indexed again, once, as the next generation, recorded as this
     // run's.
-    let out = backfill(
-        &moto,
-        &[&format!("s3://{BUCKET}"), "--local", "--reprocess"],
-        &[],
-    );
+    let out = backfill_local(&moto, &["--reprocess"]);
     assert_eq!(out.code, 0, "{}", out.describe());
-    assert!(out.stdout.contains(&row("done", 6)), "{}", out.describe());
+    out.assert_stdout_has(&row("done", 6));
     let run = out
         .stderr
         .split("run ")
@@ -961,19 +891,19 @@ async fn local_indexes_every_object_and_a_rerun_does_no_work() {
         assert_eq!(m["source"]["batch_job_id"], run, "{key}");
         assert_ne!(&m["processed_at"], at, "{key}");
     }
-    let out = backfill(&moto, &[&format!("s3://{BUCKET}"), "--local"], &[]);
-    assert!(out.stderr.contains("nothing to do"), "{}", out.describe());
+    let out = backfill_local(&moto, &[]);
+    out.assert_stderr_has("nothing to do");
 
     // A manifest lost (an interrupted run): only that object is processed again.
-    s3.delete_object()
-        .bucket(BUCKET)
-        .key(format!("export-fetcher/manifests/{API_GZ}.manifest.json"))
-        .send()
-        .await
-        .unwrap();
-    let out = backfill(&moto, &[&format!("s3://{BUCKET}"), "--local"], &[]);
+    delete(
+        &s3,
+        BUCKET,
+        &format!("export-fetcher/manifests/{API_GZ}.manifest.json"),
+    )
+    .await;
+    let out = backfill_local(&moto, &[]);
     assert_eq!(out.code, 0, "{}", out.describe());
-    assert!(out.stdout.contains(&row("total", 1)), "{}", out.describe());
+    out.assert_stdout_has(&row("total", 1));
     assert!(manifest_of(&s3, API_GZ).await.is_some());
 }
 
@@ -985,23 +915,11 @@ async fn local_exits_1_when_an_object_fails() {
     let mut gz = gzip(&fixtures::users_jsonl(10, 300).bytes);
     gz.truncate(gz.len() / 2);
     put(&s3, BUCKET, broken, gz).await;
-    let out = backfill(&moto, &[&format!("s3://{BUCKET}"), "--local"], &[]);
+    let out = backfill_local(&moto, &[]);
     assert_eq!(out.code, 1, "{}", out.describe());
-    assert!(
-        out.stdout.contains(&status_row("failed", 1)),
-        "{}",
-        out.describe()
-    );
-    assert!(
-        out.stdout.contains("failed: 1 objects"),
-        "{}",
-        out.describe()
-    );
-    assert!(
-        out.stdout.contains("0000000000000000000000000000dead.gz"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stdout_has(&status_row("failed", 1));
+    out.assert_stdout_has("failed: 1 objects");
+    out.assert_stdout_has("0000000000000000000000000000dead.gz");
     let m = manifest_of(&s3, broken)
         .await
         .expect("the failure has a manifest");

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::aws::Moto;
 use crate::fixtures::{gzip, users_jsonl};
-use crate::lambda_s3::{BUCKET, make_bucket, put, s3_event};
+use crate::lambda_s3::{BUCKET, moto_with_bucket, put, s3_event};
 use crate::support::BIN;
 
 /// The repository's `events/` folder.
@@ -281,9 +281,7 @@ async fn missing_source_bucket_is_nosuchbucket_and_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_output_bucket_is_nosuchbucket_and_writes_nothing() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "reports/daily.csv";
     put(&s3, BUCKET, key, b"a,b\n1,2\n".to_vec()).await;
     let event = s3_event(BUCKET, key);

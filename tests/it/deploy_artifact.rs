@@ -8,17 +8,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use export_fetcher::trigger::decode_s3_key;
 use serde_json::Value;
 
-use crate::aws::{Moto, env_for};
 use crate::fixtures::{
     DEFLATED, currents_avro, engagement_report, gzip, message_archive_json, zip_of,
 };
-use crate::lambda_s3::{BUCKET, make_bucket, manifest, put};
-use crate::runtime_api::{Posted, runtime_api};
+use crate::lambda_s3::{BUCKET, head, manifest, moto_with_bucket, put};
+use crate::runtime_api::{Posted, run_under_runtime_api};
 
 /// The event: an SQS batch of two S3 notifications naming three objects, as the template's
 /// queue delivers them.
@@ -92,45 +90,23 @@ async fn built_artifact_serves_a_real_sqs_batch() {
         &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EVENT)).unwrap(),
     )
     .unwrap();
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     // The objects the event names, uploaded; the notifications then carry their ETags and sizes,
     // as S3 would have sent them (the function skips a notification older than its object).
     let mut keys = Vec::new();
     for (key, record) in notifications(&mut event) {
         put(&s3, BUCKET, &key, object_for(&key)).await;
-        let head = s3
-            .head_object()
-            .bucket(BUCKET)
-            .key(&key)
-            .send()
-            .await
-            .unwrap();
+        let stored = head(&s3, BUCKET, &key).await;
         let object = &mut record["s3"]["object"];
-        object["eTag"] = head.e_tag().unwrap().trim_matches('"').into();
-        object["size"] = head.content_length().unwrap().into();
+        object["eTag"] = stored.e_tag().unwrap().trim_matches('"').into();
+        object["size"] = stored.content_length().unwrap().into();
         keys.push(key);
     }
     assert_eq!(keys.len(), 3, "{keys:?}");
     let event = with_string_bodies(event);
 
-    let (addr, rx) = runtime_api(event);
-    let mut child = Command::new(&bootstrap)
-        .envs(env_for(&moto.endpoint))
-        .env("AWS_LAMBDA_RUNTIME_API", &addr)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "export-fetcher")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let posted = rx.recv_timeout(Duration::from_secs(60));
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
+    let (posted, out) =
+        run_under_runtime_api(&bootstrap, &moto.endpoint, event, "1024", Stdio::null());
     let logs = String::from_utf8_lossy(&out.stderr);
     match posted {
         Ok(Posted::Response(r)) => {

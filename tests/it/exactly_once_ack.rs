@@ -20,7 +20,7 @@ use sha2::Sha256;
 use crate::aws::{ACCOUNT, Moto, REGION, env_at, env_with_sinks};
 use crate::fixtures::{self, sha256_hex};
 use crate::lambda_s3::{
-    BUCKET, bucket_with_queue, get, make_bucket, manifest, put, receive, s3_event, sqs_event,
+    BUCKET, bucket_with_queue, get, manifest, moto_with_bucket, put, receive, s3_event, sqs_event,
     sqs_event_from_bodies,
 };
 use crate::sinks::{Receiver, request_verifies, verify_signature};
@@ -176,9 +176,7 @@ fn panicking_task_fails_a_direct_invocation() {
     const MARKER: &str = "fp-direct-9b20";
     let _scenario = Scenario::panic_for(&[MESSAGE_TASK], MARKER);
     runtime().block_on(async {
-        let moto = Moto::start();
-        let s3 = moto.s3();
-        make_bucket(&s3, BUCKET).await;
+        let (moto, s3) = moto_with_bucket().await;
         let key = format!("reports/{MARKER}.csv");
         put(&s3, BUCKET, &key, b"a,b\n1,2\n".to_vec()).await;
         let env = env_at(&moto.endpoint, Config::default());
@@ -229,9 +227,7 @@ fn panic_in_the_hash_write_stage_fails_the_part_retryably_and_writes_no_manifest
     const MARKER: &str = "fp-hash-write-c4a8";
     let scenario = Scenario::panic_for(&[HASH_WRITE], MARKER);
     runtime().block_on(async {
-        let moto = Moto::start();
-        let s3 = moto.s3();
-        make_bucket(&s3, BUCKET).await;
+        let (moto, s3) = moto_with_bucket().await;
         // Several chunks (512 KiB each), so that the part goes out as a multipart upload.
         let body = fixtures::users_jsonl(31, 12_000).bytes;
         assert!(body.len() > 3 * 512 * 1024, "{} bytes", body.len());
@@ -292,9 +288,7 @@ fn panic_in_the_hash_write_stage_fails_the_part_retryably_and_writes_no_manifest
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_redirect_is_not_followed_and_not_delivered() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     // Where the redirects point: it answers 200 to anything, so following would "deliver".
     let target = Receiver::start(vec![200]);
     for status in [301u16, 302, 303, 307, 308] {
@@ -339,9 +333,7 @@ async fn webhook_redirect_is_not_followed_and_not_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_huge_retry_after_does_not_panic() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "reports/retry-after-forever.csv";
     put(&s3, BUCKET, key, b"a,b\n1,2\n".to_vec()).await;
     let busy = Receiver::start_with(vec![(503, format!("Retry-After: {}\r\n", u64::MAX))]);
@@ -373,9 +365,7 @@ async fn webhook_huge_retry_after_does_not_panic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_signature_covers_timestamp_and_idempotency_key() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "reports/signed.csv";
     put(&s3, BUCKET, key, b"a,b\n1,2\n".to_vec()).await;
     let hook = Receiver::start(vec![200]);

@@ -25,7 +25,7 @@ use crate::aws::{
     stop_proxy,
 };
 use crate::fixtures::{gzip, sha256_hex};
-use crate::lambda_s3::{BUCKET, get, make_bucket, manifest, put, s3_event};
+use crate::lambda_s3::{BUCKET, get, head, make_bucket, manifest, moto_with_bucket, put, s3_event};
 use crate::support::{input, run_raw};
 
 /// What a [`StallProxy`] does with a request its rule matches.
@@ -72,6 +72,18 @@ impl StallProxy {
     fn stalled(&self) -> u64 {
         self.stalled.load(Ordering::SeqCst)
     }
+
+    /// From now on, forwards every request.
+    fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Stalls (`how`) every `method` request whose target contains `target_has`.
+fn stall_on(method: &'static str, target_has: &'static str, how: Stall) -> StallRule {
+    Box::new(move |m: &str, target: &str| {
+        (m == method && target.contains(target_has)).then_some(how)
+    })
 }
 
 impl Drop for StallProxy {
@@ -165,13 +177,7 @@ fn small_jsonl() -> Vec<u8> {
 }
 
 async fn output_marker(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {
-    let out = s3
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
+    let out = head(s3, bucket, key).await;
     out.metadata().and_then(|m| m.get(OUTPUT_METADATA)).cloned()
 }
 
@@ -185,6 +191,22 @@ async fn handle_within(
     tokio::time::timeout(limit, handler::handle(env, event, deadline))
         .await
         .unwrap_or_else(|_| panic!("the invocation did not return within {limit:?}"))
+}
+
+/// The retry of `key`'s notification once `proxy` forwards everything again, with 20 s to go.
+async fn retry_healthy(
+    proxy: &StallProxy,
+    env: Arc<Env>,
+    key: &str,
+) -> Result<Value, handler::HandlerError> {
+    proxy.disarm();
+    handle_within(
+        env,
+        s3_event(BUCKET, key),
+        Some(Instant::now() + Duration::from_secs(20)),
+        Duration::from_secs(40),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,9 +242,7 @@ fn deadline_margin_is_longer_than_the_longest_single_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_attempt_timeout_is_bounded_by_the_time_left() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "exports/stalled-get.jsonl.gz";
     put(&s3, BUCKET, key, gzip(&small_jsonl())).await;
     // Every GET of the object hangs; its HEAD and the manifest's GET go through.
@@ -258,15 +278,9 @@ async fn request_attempt_timeout_is_bounded_by_the_time_left() {
     assert!(manifest(&s3, BUCKET, key).await.is_none());
 
     // The retry, with the connection healthy again, completes.
-    proxy.armed.store(false, Ordering::SeqCst);
-    let r = handle_within(
-        env,
-        s3_event(BUCKET, key),
-        Some(Instant::now() + Duration::from_secs(20)),
-        Duration::from_secs(40),
-    )
-    .await
-    .expect("the retry succeeds");
+    let r = retry_healthy(&proxy, env, key)
+        .await
+        .expect("the retry succeeds");
     assert_eq!(r["results"][0]["outcome"], "done", "{r}");
     assert_eq!(
         manifest(&s3, BUCKET, key).await.unwrap()["status"],
@@ -277,9 +291,7 @@ async fn request_attempt_timeout_is_bounded_by_the_time_left() {
 /// Stalls one multipart step until the deadline: the invocation returns retryably before its
 /// deadline is long past, no upload is left open, nothing is visible; the retry completes.
 async fn stalled_multipart_step_is_aborted(key: &str, rule: StallRule) {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let body = ten_mib_jsonl();
     put(&s3, BUCKET, key, body.clone()).await;
     let proxy = StallProxy::start(&moto.endpoint, rule);
@@ -312,7 +324,7 @@ async fn stalled_multipart_step_is_aborted(key: &str, rule: StallRule) {
     assert!(manifest(&s3, BUCKET, key).await.is_none());
     assert!(get(&s3, BUCKET, &part_key).await.is_none());
 
-    proxy.armed.store(false, Ordering::SeqCst);
+    proxy.disarm();
     let r = handle_within(env, s3_event(BUCKET, key), None, Duration::from_secs(60))
         .await
         .expect("the retry succeeds");
@@ -332,9 +344,7 @@ async fn stalled_multipart_step_is_aborted(key: &str, rule: StallRule) {
 async fn abandoned_multipart_upload_is_aborted_on_deadline() {
     stalled_multipart_step_is_aborted(
         "exports/stalled-part.jsonl",
-        Box::new(|method: &str, target: &str| {
-            (method == "PUT" && target.contains("partNumber=2")).then_some(Stall::Request)
-        }),
+        stall_on("PUT", "partNumber=2", Stall::Request),
     )
     .await;
 }
@@ -343,9 +353,7 @@ async fn abandoned_multipart_upload_is_aborted_on_deadline() {
 async fn stalled_complete_multipart_upload_is_aborted_on_deadline() {
     stalled_multipart_step_is_aborted(
         "exports/stalled-complete.jsonl",
-        Box::new(|method: &str, target: &str| {
-            (method == "POST" && target.contains("uploadId=")).then_some(Stall::Request)
-        }),
+        stall_on("POST", "uploadId=", Stall::Request),
     )
     .await;
 }
@@ -355,18 +363,14 @@ async fn unanswered_create_multipart_upload_is_found_and_aborted() {
     // S3 creates the upload, the answer is lost: its id is known only by listing.
     stalled_multipart_step_is_aborted(
         "exports/unanswered-create.jsonl",
-        Box::new(|method: &str, target: &str| {
-            (method == "POST" && target.contains("uploads")).then_some(Stall::Answer)
-        }),
+        stall_on("POST", "uploads", Stall::Answer),
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_left_by_a_killed_invocation_is_aborted_by_the_retry() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "exports/killed-mid-upload.jsonl";
     let body = ten_mib_jsonl();
     put(&s3, BUCKET, key, body.clone()).await;
@@ -427,17 +431,12 @@ async fn delivery_record(s3: &aws_sdk_s3::Client, key: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_after_claim_does_not_block_the_retry_delivery() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let url = queue(&moto, "claims").await;
     let key = "exports/claimed-then-timed-out.jsonl";
     put(&s3, BUCKET, key, small_jsonl()).await;
     // The sink's SendMessage hangs: the invocation times out after claiming the delivery.
-    let proxy = StallProxy::start(
-        &moto.endpoint,
-        Box::new(|method: &str, _: &str| (method == "POST").then_some(Stall::Request)),
-    );
+    let proxy = StallProxy::start(&moto.endpoint, stall_on("POST", "", Stall::Request));
     let env = env_with_sqs(&moto, &url, &proxy.endpoint);
     let started = Instant::now();
     let r = handle_within(
@@ -468,15 +467,9 @@ async fn timeout_after_claim_does_not_block_the_retry_delivery() {
     assert!(manifest(&s3, BUCKET, key).await.is_some());
 
     // The retry (SQS redelivers within the visibility timeout) delivers at once.
-    proxy.armed.store(false, Ordering::SeqCst);
-    let r = handle_within(
-        env,
-        s3_event(BUCKET, key),
-        Some(Instant::now() + Duration::from_secs(20)),
-        Duration::from_secs(40),
-    )
-    .await
-    .expect("the retry delivers");
+    let r = retry_healthy(&proxy, env, key)
+        .await
+        .expect("the retry delivers");
     let result = &r["results"][0];
     assert_eq!(result["outcome"], "duplicate", "{r}");
     assert_eq!(result["deliveries"][0]["outcome"], "delivered", "{r}");
@@ -487,9 +480,7 @@ async fn timeout_after_claim_does_not_block_the_retry_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_of_an_invocation_killed_at_its_deadline_expires_then() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let url = queue(&moto, "killed").await;
     let key = "exports/claimed-then-killed.jsonl";
     put(&s3, BUCKET, key, small_jsonl()).await;
@@ -543,9 +534,7 @@ async fn claim_of_an_invocation_killed_at_its_deadline_expires_then() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_outputs_under_a_changed_output_prefix_are_skipped_by_metadata() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     make_bucket(&s3, "outputs-a").await;
     make_bucket(&s3, "outputs-b").await;
     let key = "exports/users.jsonl";
@@ -645,9 +634,7 @@ async fn old_outputs_under_a_changed_output_prefix_are_skipped_by_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_size_grows_to_fit_max_expanded_bytes_in_10000_parts() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let body = ten_mib_jsonl();
     let vars = |max: &str| {
         [("MAX_EXPANDED_BYTES".to_string(), max.to_string())]
@@ -674,14 +661,8 @@ async fn part_size_grows_to_fit_max_expanded_bytes_in_10000_parts() {
         .unwrap();
         assert_eq!(r["results"][0]["outcome"], "done", "{r}");
         let part_key = format!("export-fetcher/parts/{key}/part-size-{max}.jsonl");
-        let head = s3
-            .head_object()
-            .bucket(BUCKET)
-            .key(&part_key)
-            .send()
+        let etag = head(&s3, BUCKET, &part_key)
             .await
-            .unwrap();
-        let etag = head
             .e_tag()
             .unwrap_or_default()
             .trim_matches('"')

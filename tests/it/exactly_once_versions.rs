@@ -18,7 +18,8 @@ use crate::aws::{
 };
 use crate::fixtures::{gzip, sha256_hex};
 use crate::lambda_s3::{
-    BUCKET, get, make_bucket, manifest, put, s3_event, sqs_event_from_bodies, versioned_bucket,
+    BUCKET, delete, get, head, make_bucket, manifest, moto_with_bucket, put, s3_event,
+    sqs_event_from_bodies, versioned_bucket,
 };
 
 /// Puts `body`; returns its version id (`None` in an unversioned bucket) and ETag.
@@ -123,9 +124,7 @@ fn is_part_write(method: &str, target: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_404_never_replaces_a_complete_manifest() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "exports/removed-after.jsonl";
     put(&s3, BUCKET, key, b"{\"external_id\":\"1\"}\n".to_vec()).await;
     let env = env_at(&moto.endpoint, Config::default());
@@ -133,12 +132,7 @@ async fn redelivered_404_never_replaces_a_complete_manifest() {
     let before = raw_manifest(&s3, key).await.unwrap();
 
     // Braze removes the export; the notification comes again, and a later one too.
-    s3.delete_object()
-        .bucket(BUCKET)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
+    delete(&s3, BUCKET, key).await;
     assert_eq!(outcome(&env, s3_event(BUCKET, key)).await, "duplicate");
     let later = event(key, None, Some("0055AED6DCD90281F0"), None, None);
     assert_eq!(outcome(&env, later).await, "duplicate");
@@ -156,9 +150,7 @@ async fn redelivered_404_never_replaces_a_complete_manifest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_404_run_never_wins_the_manifest_race_against_the_real_run() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "exports/race-with-404.jsonl";
     let body = b"{\"external_id\":\"1\"}\n{\"external_id\":\"2\"}\n".to_vec();
     put(&s3, BUCKET, key, body.clone()).await;
@@ -172,12 +164,7 @@ async fn a_404_run_never_wins_the_manifest_race_against_the_real_run() {
         let upstream = upstream.clone();
         let got = on_the_side(async move || {
             let s3 = s3_client(&upstream);
-            s3.delete_object()
-                .bucket(BUCKET)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
+            delete(&s3, BUCKET, key).await;
             let env = env_at(&upstream, Config::default());
             let o = outcome(&env, s3_event(BUCKET, key)).await;
             (o, manifest(&s3, BUCKET, key).await.unwrap())
@@ -204,18 +191,11 @@ async fn a_404_run_never_wins_the_manifest_race_against_the_real_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notfound_manifest_does_not_make_a_later_upload_look_done() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "exports/uploaded-again.jsonl";
     let body = b"{\"external_id\":\"7\"}\n".to_vec();
     let (_, etag) = put_object(&s3, key, body.clone()).await;
-    s3.delete_object()
-        .bucket(BUCKET)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
+    delete(&s3, BUCKET, key).await;
     let env = env_at(&moto.endpoint, Config::default());
 
     // The notification names the ETag and size of bytes that are gone by the time it is read.
@@ -361,9 +341,7 @@ async fn parts_of_an_older_version_never_overwrite_the_newer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unversioned_overwrite_mid_run_never_certifies_wrong_bytes() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "exports/overwritten.jsonl.gz";
     // Larger than an object read whole at once (1 MiB compressed), so that it is read by
     // ranges: random ids keep it from compressing away.
@@ -417,9 +395,7 @@ async fn unversioned_overwrite_mid_run_never_certifies_wrong_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_denied_on_source_read_is_retryable_with_no_manifest() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     // What S3 answers a GET of an SSE-KMS object without `kms:Decrypt`, and of one whose key is
     // disabled.
     for (n, answer) in [(403, "AccessDenied"), (400, "KMS.DisabledException")]
@@ -462,9 +438,7 @@ async fn access_denied_on_source_read_is_retryable_with_no_manifest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_failure_is_reprocessed_on_redelivery() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let url = queue(&moto, "manifests").await;
     let key = "exports/limit-too-low.jsonl.gz";
     let users: Vec<u8> = (0..500)
@@ -593,15 +567,10 @@ async fn unversioned_late_part_of_an_older_run_never_overwrites_the_newer_part()
         b"{\"new\":1}\n",
         "the part holds the newer bytes"
     );
-    let head = s3
-        .head_object()
-        .bucket(BUCKET)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        head.metadata()
+        head(&s3, BUCKET, key)
+            .await
+            .metadata()
             .and_then(|m| m.get("export-fetcher-source"))
             .map(String::as_str),
         Some("etag-new")

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::aws::{Moto, drain, env_at, env_with_sinks};
 use crate::fixtures::{self, gzip};
-use crate::lambda_s3::{BUCKET, get, make_bucket, manifest, put, s3_event};
+use crate::lambda_s3::{BUCKET, get, head, manifest, moto_with_bucket, put, s3_event};
 use crate::sinks::{Receiver, request_verifies};
 use crate::support;
 
@@ -74,9 +74,7 @@ async fn http(env: &Arc<Env>, event: Value) -> (u64, Value) {
 
 /// moto with the source bucket, and the environment of [`cfg`] on it.
 async fn start() -> (Moto, aws_sdk_s3::Client, Arc<Env>) {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let env = env_at(&moto.endpoint, cfg());
     (moto, s3, env)
 }
@@ -144,17 +142,11 @@ async fn assert_lists_exactly(s3: &aws_sdk_s3::Client, m: &Value, keys: &[String
     let (mut records, mut bytes, mut compressed) = (0, 0, 0);
     for f in files {
         let key = f["key"].as_str().unwrap();
-        let head = s3
-            .head_object()
-            .bucket(BUCKET)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(f["size"], head.content_length().unwrap(), "{key}");
+        let object = head(s3, BUCKET, key).await;
+        assert_eq!(f["size"], object.content_length().unwrap(), "{key}");
         assert_eq!(
             f["etag"].as_str().unwrap(),
-            head.e_tag().unwrap().trim_matches('"'),
+            object.e_tag().unwrap().trim_matches('"'),
             "etags are written without quotes"
         );
         let own = manifest(s3, BUCKET, key)
@@ -169,7 +161,7 @@ async fn assert_lists_exactly(s3: &aws_sdk_s3::Client, m: &Value, keys: &[String
         assert_eq!(f["bytes"], own["totals"]["bytes"], "{key}");
         records += own["totals"]["records"].as_u64().unwrap();
         bytes += own["totals"]["bytes"].as_u64().unwrap();
-        compressed += head.content_length().unwrap() as u64;
+        compressed += object.content_length().unwrap() as u64;
     }
     assert_eq!(m["totals"]["files"], keys.len());
     assert_eq!(m["totals"]["records"], records);

@@ -184,11 +184,7 @@ fn zip_members_sharing_a_name_are_all_parts() {
     let zip = build(&members, &Layout::default());
     let (run, out) = index_bytes_out(&zip, KEY, &[]);
     run.assert_status("complete");
-    let names: Vec<&str> = run
-        .parts()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let names = part_names(&run);
     // Directory order; the second `users.txt` skips `users.txt~2`, which the archive holds.
     assert_eq!(names, ["users.txt", "users.txt~3", "users.txt~2"]);
     for (name, exp) in names.iter().zip(&parts) {
@@ -209,12 +205,7 @@ fn zip_members_sharing_a_name_are_all_parts() {
 
 #[test]
 fn zip_end_record_count_disagreeing_with_the_directory_is_failed() {
-    let parts: Vec<TextPart> = (0..3).map(|k| users(910 + k, 20)).collect();
-    let members: Vec<Member> = parts
-        .iter()
-        .enumerate()
-        .map(|(k, p)| member(&format!("p{k}.txt"), &p.bytes, true))
-        .collect();
+    let (_, members) = numbered_members(910, 20, |_| true);
     for declared in [2u16, 1] {
         let layout = Layout {
             declared_entries: Some(declared),
@@ -318,12 +309,7 @@ fn zip_overlapping_member_data_is_failed() {
 
 #[test]
 fn zip_with_prepended_data_is_read_with_corrected_offsets() {
-    let parts: Vec<TextPart> = (0..3).map(|k| users(950 + k, 30)).collect();
-    let members: Vec<Member> = parts
-        .iter()
-        .enumerate()
-        .map(|(k, p)| member(&format!("p{k}.txt"), &p.bytes, k != 1))
-        .collect();
+    let (parts, members) = numbered_members(950, 30, |k| k != 1);
     let stub = b"#!/bin/sh\necho self-extracting\nexit 0\n".repeat(30);
     for offsets_include_prepend in [false, true] {
         let layout = Layout {
@@ -332,18 +318,7 @@ fn zip_with_prepended_data_is_read_with_corrected_offsets() {
             ..Layout::default()
         };
         let zip = build(&members, &layout);
-        let run = index_bytes(&zip, KEY, &[]);
-        run.assert_status("complete");
-        for (k, exp) in parts.iter().enumerate() {
-            let p = run.part(&format!("p{k}.txt"));
-            assert_eq!(
-                p["records"],
-                exp.good_records() as u64,
-                "{}",
-                run.describe()
-            );
-            assert_eq!(p["sha256"], sha256_hex(&exp.bytes));
-        }
+        assert_all_parts(&index_bytes(&zip, KEY, &[]), &parts);
     }
 }
 
@@ -385,12 +360,7 @@ fn zip_of_many_small_members_shares_one_expansion_budget() {
 fn zip_local_entry_named_by_no_directory_entry_is_failed() {
     // A member between two listed ones that the central directory does not name: reading the
     // directory alone would index fewer records than the archive holds.
-    let parts: Vec<TextPart> = (0..3).map(|k| users(960 + k, 30)).collect();
-    let mut members: Vec<Member> = parts
-        .iter()
-        .enumerate()
-        .map(|(k, p)| member(&format!("p{k}.txt"), &p.bytes, true))
-        .collect();
+    let (parts, mut members) = numbered_members(960, 30, |_| true);
     for hidden in [1, 2] {
         members.iter_mut().for_each(|m| m.hidden = false);
         members[hidden].hidden = true;
@@ -402,16 +372,34 @@ fn zip_local_entry_named_by_no_directory_entry_is_failed() {
     index_bytes(&zip, KEY, &[]).assert_status("complete");
 }
 
-fn three_members(seed: u64) -> (Vec<TextPart>, Vec<Member>) {
-    let parts: Vec<TextPart> = (0..3).map(|k| users(seed + k, 25)).collect();
+/// Three parts of `records` users each (from `seed` on), as members `p0.txt` to `p2.txt`,
+/// deflated where `deflated(k)` says.
+fn numbered_members(
+    seed: u64,
+    records: usize,
+    deflated: impl Fn(usize) -> bool,
+) -> (Vec<TextPart>, Vec<Member>) {
+    let parts: Vec<TextPart> = (0..3).map(|k| users(seed + k, records)).collect();
     let members = parts
         .iter()
         .enumerate()
-        .map(|(k, p)| member(&format!("p{k}.txt"), &p.bytes, true))
+        .map(|(k, p)| member(&format!("p{k}.txt"), &p.bytes, deflated(k)))
         .collect();
     (parts, members)
 }
 
+fn three_members(seed: u64) -> (Vec<TextPart>, Vec<Member>) {
+    numbered_members(seed, 25, |_| true)
+}
+
+fn part_names(run: &Run) -> Vec<&str> {
+    run.parts()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect()
+}
+
+#[track_caller]
 fn assert_all_parts(run: &Run, parts: &[TextPart]) {
     run.assert_status("complete");
     for (k, exp) in parts.iter().enumerate() {
@@ -455,12 +443,7 @@ fn zip_standard_variants_are_read_in_full() {
     };
     let run = index_bytes(&build(&members, &layout), KEY, &[]);
     assert_all_parts(&run, &parts);
-    let names: Vec<&str> = run
-        .parts()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["p2.txt", "p0.txt", "p1.txt"]);
+    assert_eq!(part_names(&run), ["p2.txt", "p0.txt", "p1.txt"]);
 }
 
 #[test]

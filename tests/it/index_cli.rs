@@ -1,6 +1,6 @@
 //! `export-fetcher index` end to end on generated Braze data.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -52,6 +52,40 @@ fn manifest_key(key: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
+
+/// Runs `index` on `bytes` as the object `key`; the manifest must be `complete`.
+fn index_complete(bytes: &[u8], key: &str, env: &[(&str, &str)]) -> Run {
+    let run = index_bytes(bytes, key, env);
+    run.assert_status("complete");
+    run
+}
+
+/// Checks the manifest's `kind`, then its `compression` (each message starts with `ctx`).
+#[track_caller]
+fn assert_kind_and_compression(run: &Run, kind: &str, compression: &str, ctx: &str) {
+    assert_eq!(run.m()["kind"], kind, "{ctx}{}", run.describe());
+    assert_eq!(
+        run.m()["compression"],
+        compression,
+        "{ctx}{}",
+        run.describe()
+    );
+}
+
+/// Whether a top-level error of the run names the part `name`.
+fn errors_name(run: &Run, name: &str) -> bool {
+    run.errors().iter().any(|e| e["part"] == name)
+}
+
+/// No part file under `out` (the message is `what` and every file there).
+#[track_caller]
+fn assert_no_parts_written(out: &Path, what: &str) {
+    assert!(
+        walk_files(&out.join("export-fetcher/parts")).is_empty(),
+        "{what}{:?}",
+        walk_files(out)
+    );
+}
 
 /// Checks a text part against what was generated.
 fn assert_text_part(run: &Run, name: &str, exp: &TextPart, format: &str, compressed: u64) {
@@ -124,13 +158,50 @@ fn api_members(seed: u64, sizes: &[usize]) -> Vec<(String, TextPart)> {
         .collect()
 }
 
+/// API-export members of `sizes` records (generated from `seed`), zipped by `zip`.
+fn api_zip(
+    seed: u64,
+    sizes: &[usize],
+    zip: impl FnOnce(&[(&str, &[u8])]) -> Vec<u8>,
+) -> (Vec<(String, TextPart)>, Vec<u8>) {
+    let members = api_members(seed, sizes);
+    let bytes = zip(&members_ref(&members));
+    (members, bytes)
+}
+
+/// An API-export zip of two members (from `seed`), member `bad` spoiled by `spoil`, must be
+/// `failed` with a top-level error naming that member (the message quotes the errors when
+/// `quote_errors`).
+#[track_caller]
+fn assert_spoiled_api_zip_fails(
+    seed: u64,
+    bad: usize,
+    method: zip::CompressionMethod,
+    quote_errors: bool,
+    spoil: impl FnOnce(Vec<u8>, &str) -> Vec<u8>,
+) {
+    let members = api_members(seed, &[10, 12]);
+    let bad = members[bad].0.clone();
+    let zip = spoil(zip_of(&members_ref(&members), method, false), &bad);
+    let run = index_bytes(&zip, API_ZIP_KEY, &[]);
+    let text = run.assert_failed();
+    let quoted = if quote_errors {
+        format!("{text}; ")
+    } else {
+        String::new()
+    };
+    assert!(
+        errors_name(&run, &bad),
+        "error names {bad}; {quoted}{}",
+        run.describe()
+    );
+}
+
 /// Checks an API-export zip end to end (kind, braze, compression, every member).
 fn check_api_zip(zip: &[u8], members: &[(String, TextPart)]) -> Run {
-    let run = index_bytes(zip, API_ZIP_KEY, &[]);
-    run.assert_status("complete");
+    let run = index_complete(zip, API_ZIP_KEY, &[]);
     let m = run.m();
-    assert_eq!(m["kind"], "api_user_export", "{}", run.describe());
-    assert_eq!(m["compression"], "zip", "{}", run.describe());
+    assert_kind_and_compression(&run, "api_user_export", "zip", "");
     assert_eq!(braze_of(&run), api_zip_braze(), "braze; {}", run.describe());
     assert_source(&run, API_ZIP_KEY, zip.len());
     let sizes = zip_compressed_sizes(zip);
@@ -178,22 +249,19 @@ fn check_api_zip(zip: &[u8], members: &[(String, TextPart)]) -> Run {
 
 #[test]
 fn api_export_zip_deflated_members_are_indexed() {
-    let members = api_members(1, &[40, 25, 33]);
-    let zip = zip_of(&members_ref(&members), DEFLATED, false);
+    let (members, zip) = api_zip(1, &[40, 25, 33], |m| zip_of(m, DEFLATED, false));
     check_api_zip(&zip, &members);
 }
 
 #[test]
 fn api_export_zip_stored_members_are_indexed() {
-    let members = api_members(2, &[12, 30]);
-    let zip = zip_of(&members_ref(&members), STORED, false);
+    let (members, zip) = api_zip(2, &[12, 30], |m| zip_of(m, STORED, false));
     check_api_zip(&zip, &members);
 }
 
 #[test]
 fn api_export_zip_streaming_data_descriptors_are_indexed() {
-    let members = api_members(3, &[20, 21, 22]);
-    let zip = zip_streaming(&members_ref(&members));
+    let (members, zip) = api_zip(3, &[20, 21, 22], zip_streaming);
     assert_ne!(
         zip[6] & 0x08,
         0,
@@ -204,8 +272,7 @@ fn api_export_zip_streaming_data_descriptors_are_indexed() {
 
 #[test]
 fn api_export_zip64_members_are_indexed() {
-    let members = api_members(4, &[15, 16]);
-    let zip = zip_of(&members_ref(&members), DEFLATED, true);
+    let (members, zip) = api_zip(4, &[15, 16], |m| zip_of(m, DEFLATED, true));
     check_api_zip(&zip, &members);
 }
 
@@ -227,8 +294,7 @@ fn zip_directory_entries_are_skipped() {
 #[test]
 fn empty_zip_is_complete_with_no_parts() {
     let zip = empty_zip();
-    let run = index_bytes(&zip, API_ZIP_KEY, &[]);
-    run.assert_status("complete");
+    let run = index_complete(&zip, API_ZIP_KEY, &[]);
     assert_eq!(run.m()["compression"], "zip", "{}", run.describe());
     assert_eq!(run.m()["kind"], "api_user_export", "{}", run.describe());
     assert!(run.parts().is_empty(), "{}", run.describe());
@@ -245,10 +311,8 @@ fn empty_zip_is_complete_with_no_parts() {
 fn api_export_gzip_is_one_part_named_without_suffix() {
     let part = users_jsonl(5, 57);
     let gz = gzip(&part.bytes);
-    let run = index_bytes(&gz, API_GZ_KEY, &[]);
-    run.assert_status("complete");
-    assert_eq!(run.m()["kind"], "api_user_export", "{}", run.describe());
-    assert_eq!(run.m()["compression"], "gzip", "{}", run.describe());
+    let run = index_complete(&gz, API_GZ_KEY, &[]);
+    assert_kind_and_compression(&run, "api_user_export", "gzip", "");
     assert_eq!(braze_of(&run), api_gz_braze(), "braze; {}", run.describe());
     assert_source(&run, API_GZ_KEY, gz.len());
     assert_eq!(run.parts().len(), 1, "{}", run.describe());
@@ -260,8 +324,7 @@ fn gzip_multi_member_counts_all_records() {
     let part = users_jsonl(6, 50);
     let split = part.starts[30];
     let gz = gzip_multi(&part.bytes[..split], &part.bytes[split..]);
-    let run = index_bytes(&gz, API_GZ_KEY, &[]);
-    run.assert_status("complete");
+    let run = index_complete(&gz, API_GZ_KEY, &[]);
     assert_eq!(run.m()["compression"], "gzip", "{}", run.describe());
     assert_text_part(&run, API_GZ_PART, &part, "jsonl", gz.len() as u64);
 }
@@ -272,8 +335,7 @@ fn zstd_multi_frame_counts_all_records() {
     let (a, b) = (part.starts[10], part.starts[33]);
     let zst = zstd_multi(&[&part.bytes[..a], &part.bytes[a..b], &part.bytes[b..]]);
     let key = "exports/users-2024-01-02.jsonl.zst";
-    let run = index_bytes(&zst, key, &[]);
-    run.assert_status("complete");
+    let run = index_complete(&zst, key, &[]);
     assert_eq!(run.m()["compression"], "zstd", "{}", run.describe());
     assert_eq!(run.m()["kind"], "unknown", "{}", run.describe());
     assert_source(&run, key, zst.len());
@@ -307,8 +369,7 @@ fn compression_suffixes_are_removed_from_part_names() {
         ("x/y/notes", gzip(&part.bytes), "notes", "gzip"),
     ];
     for (key, bytes, name, compression) in cases {
-        let run = index_bytes(&bytes, key, &[]);
-        run.assert_status("complete");
+        let run = index_complete(&bytes, key, &[]);
         assert_eq!(
             run.m()["compression"],
             compression,
@@ -322,8 +383,7 @@ fn compression_suffixes_are_removed_from_part_names() {
 #[test]
 fn gz_key_holding_plain_text_is_compression_none() {
     let part = users_jsonl(8, 19);
-    let run = index_bytes(&part.bytes, API_GZ_KEY, &[]);
-    run.assert_status("complete");
+    let run = index_complete(&part.bytes, API_GZ_KEY, &[]);
     assert_eq!(
         run.m()["compression"],
         "none",
@@ -342,8 +402,7 @@ fn gz_key_holding_plain_text_is_compression_none() {
 fn jsonl_offsets_point_at_record_starts() {
     let part = users_jsonl(9, 350);
     let gz = gzip(&part.bytes);
-    let run = index_bytes(&gz, API_GZ_KEY, &[("OFFSET_INTERVAL", "100")]);
-    run.assert_status("complete");
+    let run = index_complete(&gz, API_GZ_KEY, &[("OFFSET_INTERVAL", "100")]);
     let p = run.part(API_GZ_PART);
     let got = offsets(p);
     assert_eq!(
@@ -435,8 +494,7 @@ fn gzip_multi_member_offsets_cross_the_member_boundary() {
     let part = users_jsonl(13, 50);
     let split = part.starts[25];
     let gz = gzip_multi(&part.bytes[..split], &part.bytes[split..]);
-    let run = index_bytes(&gz, API_GZ_KEY, &[("OFFSET_INTERVAL", "10")]);
-    run.assert_status("complete");
+    let run = index_complete(&gz, API_GZ_KEY, &[("OFFSET_INTERVAL", "10")]);
     assert_eq!(
         offsets(run.part(API_GZ_PART)),
         part.expected_offsets(10),
@@ -449,8 +507,7 @@ fn gzip_multi_member_offsets_cross_the_member_boundary() {
 fn last_record_without_trailing_newline_is_counted() {
     let mut jl = users_jsonl(14, 9).bytes;
     jl.pop();
-    let run = index_bytes(&jl, "misc/users.ndjson", &[]);
-    run.assert_status("complete");
+    let run = index_complete(&jl, "misc/users.ndjson", &[]);
     assert_eq!(
         run.part("users.ndjson")["records"],
         9,
@@ -460,14 +517,12 @@ fn last_record_without_trailing_newline_is_counted() {
 
     let mut csv = engagement_report(15, 9, b',').bytes;
     csv.pop();
-    let run = index_bytes(&csv, "reports/r.csv", &[]);
-    run.assert_status("complete");
+    let run = index_complete(&csv, "reports/r.csv", &[]);
     assert_eq!(run.part("r.csv")["records"], 9, "csv; {}", run.describe());
 
     let mut lines = prose_lines(9).bytes;
     lines.pop();
-    let run = index_bytes(&lines, "logs/l.log", &[]);
-    run.assert_status("complete");
+    let run = index_complete(&lines, "logs/l.log", &[]);
     assert_eq!(run.part("l.log")["format"], "lines", "{}", run.describe());
     assert_eq!(run.part("l.log")["records"], 9, "lines; {}", run.describe());
 }
@@ -493,8 +548,7 @@ fn default_key_is_the_file_name() {
 fn plain_key_is_not_url_decoded() {
     let part = prose_lines(3);
     let key = "uploads/a+b%20c/été report.txt";
-    let run = index_bytes(&part.bytes, key, &[]);
-    run.assert_status("complete");
+    let run = index_complete(&part.bytes, key, &[]);
     assert_source(&run, key, part.bytes.len());
     assert_text_part(
         &run,
@@ -547,15 +601,8 @@ fn dashboard_csv_export_zip_of_csvs_is_indexed() {
         ),
     ];
     let zip = zip_of(&members_ref(&members), DEFLATED, false);
-    let run = index_bytes(&zip, DASH_KEY, &[]);
-    run.assert_status("complete");
-    assert_eq!(
-        run.m()["kind"],
-        "dashboard_csv_export",
-        "{}",
-        run.describe()
-    );
-    assert_eq!(run.m()["compression"], "zip", "{}", run.describe());
+    let run = index_complete(&zip, DASH_KEY, &[]);
+    assert_kind_and_compression(&run, "dashboard_csv_export", "zip", "");
     assert_eq!(
         braze_of(&run),
         json!({"segment_id": "abc56c0c-rd4a-pb0a-870pdf4db07q", "date": "2024-01-02"}),
@@ -593,8 +640,7 @@ fn csv_bom_is_stripped_from_columns() {
         },
     );
     let zip = zip_of(&[("users-bom-0.csv", &part.bytes)], DEFLATED, false);
-    let run = index_bytes(&zip, DASH_KEY, &[]);
-    run.assert_status("complete");
+    let run = index_complete(&zip, DASH_KEY, &[]);
     let csize = zip_compressed_sizes(&zip)[0].1;
     // bytes and sha256 include the BOM (they describe the decompressed bytes as they are).
     assert_text_part(&run, "users-bom-0.csv", &part, "csv", csize);
@@ -617,8 +663,7 @@ fn csv_offsets_point_at_data_rows() {
         },
     );
     let zip = zip_of(&[("users-big-0.csv", &part.bytes)], DEFLATED, false);
-    let run = index_bytes(&zip, DASH_KEY, &[("OFFSET_INTERVAL", "100")]);
-    run.assert_status("complete");
+    let run = index_complete(&zip, DASH_KEY, &[("OFFSET_INTERVAL", "100")]);
     let p = run.part("users-big-0.csv");
     assert_eq!(
         p["records"],
@@ -651,8 +696,7 @@ fn csv_crlf_offsets_point_after_the_line_break() {
         },
     );
     let zip = zip_of(&[("users-crlf-0.csv", &part.bytes)], DEFLATED, false);
-    let run = index_bytes(&zip, DASH_KEY, &[("OFFSET_INTERVAL", "100")]);
-    run.assert_status("complete");
+    let run = index_complete(&zip, DASH_KEY, &[("OFFSET_INTERVAL", "100")]);
     let got = offsets(run.part("users-crlf-0.csv"));
     assert_eq!(
         got,
@@ -705,8 +749,7 @@ fn csv_wrong_field_count_rows_make_partial() {
 fn dashboard_single_column_csv_is_still_csv() {
     let body = b"user_id\n'-1943\nuser-2\n'+33612345678\n";
     let zip = zip_of(&[("users-emails-0.csv", body)], DEFLATED, false);
-    let run = index_bytes(&zip, DASH_KEY, &[]);
-    run.assert_status("complete");
+    let run = index_complete(&zip, DASH_KEY, &[]);
     let p = run.part("users-emails-0.csv");
     assert_eq!(
         p["format"],
@@ -741,15 +784,8 @@ fn engagement_report_each_delimiter_is_detected() {
     {
         let part = engagement_report(30 + k as u64, 25, delim);
         let key = format!("reports/engagement/campaigns-2024-01-02-{label}.csv");
-        let run = index_bytes(&part.bytes, &key, &[]);
-        run.assert_status("complete");
-        assert_eq!(run.m()["kind"], "report", "{label}; {}", run.describe());
-        assert_eq!(
-            run.m()["compression"],
-            "none",
-            "{label}; {}",
-            run.describe()
-        );
+        let run = index_complete(&part.bytes, &key, &[]);
+        assert_kind_and_compression(&run, "report", "none", &format!("{label}; "));
         let name = format!("campaigns-2024-01-02-{label}.csv");
         assert_text_part(&run, &name, &part, "csv", part.bytes.len() as u64);
         assert_eq!(
@@ -772,10 +808,8 @@ fn engagement_report_gzip_and_zip_compression() {
     let semi = engagement_report(40, 30, b';');
     let gz = gzip(&semi.bytes);
     let key = "reports/engagement/canvas-2024-01-02.csv.gz";
-    let run = index_bytes(&gz, key, &[]);
-    run.assert_status("complete");
-    assert_eq!(run.m()["kind"], "report", "{}", run.describe());
-    assert_eq!(run.m()["compression"], "gzip", "{}", run.describe());
+    let run = index_complete(&gz, key, &[]);
+    assert_kind_and_compression(&run, "report", "gzip", "");
     assert_text_part(&run, "canvas-2024-01-02.csv", &semi, "csv", gz.len() as u64);
     assert_eq!(
         run.part("canvas-2024-01-02.csv")["delimiter"],
@@ -790,10 +824,8 @@ fn engagement_report_gzip_and_zip_compression() {
     ];
     let zip = zip_of(&members_ref(&members), DEFLATED, false);
     let key = "reports/engagement/engagement-2024-01-02.zip";
-    let run = index_bytes(&zip, key, &[]);
-    run.assert_status("complete");
-    assert_eq!(run.m()["kind"], "report", "{}", run.describe());
-    assert_eq!(run.m()["compression"], "zip", "{}", run.describe());
+    let run = index_complete(&zip, key, &[]);
+    assert_kind_and_compression(&run, "report", "zip", "");
     let sizes = zip_compressed_sizes(&zip);
     for ((name, exp), (_, csize, _)) in members.iter().zip(&sizes) {
         assert_text_part(&run, name, exp, "csv", *csize);
@@ -834,20 +866,8 @@ fn currents_avro_each_codec_is_indexed() {
     {
         let avro = currents_avro(60 + k as u64, codec, 130, 50);
         assert_eq!(avro.blocks.len(), 3, "fixture self-check");
-        let run = index_bytes(&avro.bytes, CURRENTS_KEY, &[]);
-        run.assert_status("complete");
-        assert_eq!(
-            run.m()["kind"],
-            "currents",
-            "codec {codec}; {}",
-            run.describe()
-        );
-        assert_eq!(
-            run.m()["compression"],
-            "none",
-            "codec {codec}; {}",
-            run.describe()
-        );
+        let run = index_complete(&avro.bytes, CURRENTS_KEY, &[]);
+        assert_kind_and_compression(&run, "currents", "none", &format!("codec {codec}; "));
         assert_eq!(
             braze_of(&run),
             json!({"integration_id": "69cadaaed2d51b7c75b1a3e5", "cluster": "prod-01", "event_type": "users.messages.email.Send",
@@ -864,8 +884,7 @@ fn currents_avro_each_codec_is_indexed() {
 #[test]
 fn currents_avro_offsets_point_at_block_starts() {
     let avro = currents_avro(70, "deflate", 280, 40);
-    let run = index_bytes(&avro.bytes, CURRENTS_KEY, &[("OFFSET_INTERVAL", "100")]);
-    run.assert_status("complete");
+    let run = index_complete(&avro.bytes, CURRENTS_KEY, &[("OFFSET_INTERVAL", "100")]);
     let expected = avro.expected_offsets(100);
     assert_eq!(
         expected.iter().map(|e| e.0).collect::<Vec<_>>(),
@@ -884,8 +903,7 @@ fn currents_avro_offsets_point_at_block_starts() {
 fn currents_older_key_layouts_are_recognised() {
     let avro = currents_avro(71, "null", 10, 10);
     let older = "currents/dataexport.prod-03.S3.integration.5d9f3b2a1c0e4f6a7b8c9d0e/event_type=users.behaviors.CustomEvent/date=2022-11-30-23/310/us-03/dataexport.prod-03.S3.integration.5d9f3b2a1c0e4f6a7b8c9d0e+1+0000012345.avro";
-    let run = index_bytes(&avro.bytes, older, &[]);
-    run.assert_status("complete");
+    let run = index_complete(&avro.bytes, older, &[]);
     assert_eq!(run.m()["kind"], "currents", "{}", run.describe());
     assert_eq!(
         braze_of(&run),
@@ -900,8 +918,7 @@ fn currents_older_key_layouts_are_recognised() {
     );
 
     let oldest = "currents/dataexport.S3.integration.58b7f1a2c3d4e5f6a7b8c9d0/event_type=users.messages.pushnotification.Open/date=2019-06-10-08/118/0/dataexport.S3.integration.58b7f1a2c3d4e5f6a7b8c9d0+2+0000035465.avro";
-    let run = index_bytes(&avro.bytes, oldest, &[]);
-    run.assert_status("complete");
+    let run = index_complete(&avro.bytes, oldest, &[]);
     assert_eq!(run.m()["kind"], "currents", "{}", run.describe());
     assert_eq!(
         braze_of(&run),
@@ -1000,10 +1017,8 @@ fn message_archive_is_one_json_record() {
             "sent_messages/{channel}/0cc175b9c0f1b6a831c399e269772661/{}/{dispatch}.json.gz",
             campaign.unwrap_or("unassociated")
         );
-        let run = index_bytes(&gz, &key, &[]);
-        run.assert_status("complete");
-        assert_eq!(run.m()["kind"], "message_archive", "{}", run.describe());
-        assert_eq!(run.m()["compression"], "gzip", "{}", run.describe());
+        let run = index_complete(&gz, &key, &[]);
+        assert_kind_and_compression(&run, "message_archive", "gzip", "");
         assert_eq!(
             braze_of(&run),
             json!({"channel": channel, "dispatch_id": dispatch}),
@@ -1029,10 +1044,8 @@ fn message_archive_is_one_json_record() {
 fn plain_text_is_lines() {
     let part = prose_lines(37);
     let key = "logs/braze-sync.log";
-    let run = index_bytes(&part.bytes, key, &[]);
-    run.assert_status("complete");
-    assert_eq!(run.m()["kind"], "unknown", "{}", run.describe());
-    assert_eq!(run.m()["compression"], "none", "{}", run.describe());
+    let run = index_complete(&part.bytes, key, &[]);
+    assert_kind_and_compression(&run, "unknown", "none", "");
     assert_text_part(
         &run,
         "braze-sync.log",
@@ -1047,10 +1060,8 @@ fn non_utf8_bytes_are_binary() {
     let mut bytes = vec![0x00, 0x01, 0xFE, 0xFF];
     bytes.extend_from_slice(&Rng::new(90).bytes(1000));
     let key = "uploads/blob.bin";
-    let run = index_bytes(&bytes, key, &[]);
-    run.assert_status("complete");
-    assert_eq!(run.m()["kind"], "unknown", "{}", run.describe());
-    assert_eq!(run.m()["compression"], "none", "{}", run.describe());
+    let run = index_complete(&bytes, key, &[]);
+    assert_kind_and_compression(&run, "unknown", "none", "");
     let p = run.part("blob.bin");
     assert_eq!(p["format"], "binary", "{}", run.describe());
     assert_eq!(p["records"], 0, "{}", run.describe());
@@ -1061,8 +1072,7 @@ fn non_utf8_bytes_are_binary() {
 #[test]
 fn pretty_json_object_under_unknown_key_is_json() {
     let bytes = message_archive_json(91, "email", "x", None, true);
-    let run = index_bytes(&bytes, "misc/settings.json", &[]);
-    run.assert_status("complete");
+    let run = index_complete(&bytes, "misc/settings.json", &[]);
     assert_eq!(run.m()["kind"], "unknown", "{}", run.describe());
     let p = run.part("settings.json");
     assert_eq!(p["format"], "json", "{}", run.describe());
@@ -1072,8 +1082,7 @@ fn pretty_json_object_under_unknown_key_is_json() {
 #[test]
 fn jsonl_under_unknown_key_is_unknown_kind() {
     let part = users_jsonl(92, 14);
-    let run = index_bytes(&part.bytes, "misc/users.ndjson", &[]);
-    run.assert_status("complete");
+    let run = index_complete(&part.bytes, "misc/users.ndjson", &[]);
     assert_eq!(run.m()["kind"], "unknown", "{}", run.describe());
     assert!(
         braze_of(&run).as_object().is_some_and(|o| o.is_empty()),
@@ -1108,11 +1117,7 @@ fn gzip_truncated_is_failed() {
         "failed part left on disk; {}",
         run.describe()
     );
-    assert!(
-        walk_files(&out.path().join("export-fetcher/parts")).is_empty(),
-        "no part files; {:?}",
-        walk_files(out.path())
-    );
+    assert_no_parts_written(out.path(), "no part files; ");
     // the failed manifest itself is still written
     let mkey = manifest_key(API_GZ_KEY);
     let text = std::fs::read_to_string(out.path().join(&mkey))
@@ -1164,7 +1169,7 @@ fn zip_crc_mismatch_is_failed() {
     let (run, out) = index_bytes_out(&zip, API_ZIP_KEY, &[]);
     run.assert_failed();
     assert!(
-        run.errors().iter().any(|e| e["part"] == bad.as_str()),
+        errors_name(&run, &bad),
         "top-level error names the member {bad}; {}",
         run.describe()
     );
@@ -1202,46 +1207,21 @@ fn zip_crc_mismatch_is_failed() {
 
 #[test]
 fn zip_declared_size_larger_than_data_is_failed() {
-    let members = api_members(111, &[10, 12]);
-    let bad = members[0].0.clone();
-    let zip =
-        zip_declare_uncompressed_size(zip_of(&members_ref(&members), DEFLATED, false), &bad, 7);
-    let run = index_bytes(&zip, API_ZIP_KEY, &[]);
-    let text = run.assert_failed();
-    assert!(
-        run.errors().iter().any(|e| e["part"] == bad.as_str()),
-        "error names {bad}; {text}; {}",
-        run.describe()
-    );
+    assert_spoiled_api_zip_fails(111, 0, DEFLATED, true, |zip, bad| {
+        zip_declare_uncompressed_size(zip, bad, 7)
+    });
 }
 
 #[test]
 fn zip_declared_size_smaller_than_data_is_failed() {
-    let members = api_members(112, &[10, 12]);
-    let bad = members[1].0.clone();
-    let zip =
-        zip_declare_uncompressed_size(zip_of(&members_ref(&members), DEFLATED, false), &bad, -7);
-    let run = index_bytes(&zip, API_ZIP_KEY, &[]);
-    run.assert_failed();
-    assert!(
-        run.errors().iter().any(|e| e["part"] == bad.as_str()),
-        "error names {bad}; {}",
-        run.describe()
-    );
+    assert_spoiled_api_zip_fails(112, 1, DEFLATED, false, |zip, bad| {
+        zip_declare_uncompressed_size(zip, bad, -7)
+    });
 }
 
 #[test]
 fn zip_encrypted_member_is_failed() {
-    let members = api_members(113, &[10, 12]);
-    let bad = members[0].0.clone();
-    let zip = zip_mark_encrypted(zip_of(&members_ref(&members), STORED, false), &bad);
-    let run = index_bytes(&zip, API_ZIP_KEY, &[]);
-    run.assert_failed();
-    assert!(
-        run.errors().iter().any(|e| e["part"] == bad.as_str()),
-        "error names {bad}; {}",
-        run.describe()
-    );
+    assert_spoiled_api_zip_fails(113, 0, STORED, false, zip_mark_encrypted);
 }
 
 #[test]
@@ -1250,11 +1230,30 @@ fn pk_header_followed_by_garbage_is_failed() {
     let (run, out) = index_bytes_out(&bytes, API_ZIP_KEY, &[]);
     run.assert_failed();
     assert_eq!(run.m()["compression"], "zip", "{}", run.describe());
-    assert!(
-        walk_files(&out.path().join("export-fetcher/parts")).is_empty(),
-        "{:?}",
-        walk_files(out.path())
+    assert_no_parts_written(out.path(), "");
+}
+
+/// Runs `index` on `bytes` (the file `file_name`) as `key`, with `--out` the folder `out_under`
+/// of a fresh temporary directory; returns the run, that directory and the `--out` folder.
+fn index_into_nested_out(
+    file_name: &str,
+    bytes: &[u8],
+    key: &str,
+    out_under: &str,
+) -> (Run, tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join(out_under);
+    std::fs::create_dir_all(&out).unwrap();
+    let inp = input(file_name, bytes);
+    let run = index(
+        &inp.path,
+        Opts {
+            key: Some(key),
+            out: Some(&out),
+            env: &[],
+        },
     );
+    (run, root, out)
 }
 
 #[test]
@@ -1271,19 +1270,8 @@ fn zip_slip_member_names_stay_inside_out_dir() {
         !Path::new("/abs/path.txt").exists(),
         "precondition: /abs/path.txt must not exist"
     );
-    let root = tempfile::tempdir().unwrap();
-    let out = root.path().join("deep/out");
-    std::fs::create_dir_all(&out).unwrap();
-    let inp = input("slip.zip", &zip);
     let key = "uploads/slip.zip";
-    let run = index(
-        &inp.path,
-        Opts {
-            key: Some(key),
-            out: Some(&out),
-            env: &[],
-        },
-    );
+    let (run, root, out) = index_into_nested_out("slip.zip", &zip, key, "deep/out");
     run.assert_status("complete");
     assert!(
         !Path::new("/abs/path.txt").exists(),
@@ -1337,18 +1325,7 @@ fn hostile_keys_never_write_outside_out_dir() {
         "a/../../../../b.txt",
         "C:\\x\\..\\..\\y.txt",
     ] {
-        let root = tempfile::tempdir().unwrap();
-        let out = root.path().join("deep/er/out");
-        std::fs::create_dir_all(&out).unwrap();
-        let inp = input("object.txt", &part.bytes);
-        let run = index(
-            &inp.path,
-            Opts {
-                key: Some(key),
-                out: Some(&out),
-                env: &[],
-            },
-        );
+        let (run, root, _) = index_into_nested_out("object.txt", &part.bytes, key, "deep/er/out");
         assert!(
             run.code == 0 || run.code == 1,
             "key {key:?}; {}",
@@ -1385,6 +1362,25 @@ fn bomb() -> &'static [u8] {
     B.get_or_init(|| zip_bomb(50))
 }
 
+/// Runs `index --out` on `bytes` as `key` with `env`: the manifest must be `failed`, a
+/// top-level error naming `limit`.
+fn index_over_limit(
+    bytes: &[u8],
+    key: &str,
+    env: &[(&str, &str)],
+    limit: &str,
+) -> (Run, tempfile::TempDir) {
+    let (run, out) = index_bytes_out(bytes, key, env);
+    run.assert_failed();
+    let top: String = run.errors().iter().map(|e| e.to_string()).collect();
+    assert!(
+        top.contains(limit),
+        "error names the limit; {}",
+        run.describe()
+    );
+    (run, out)
+}
+
 fn parts_bytes_on_disk(out: &Path) -> u64 {
     let parts = out.join("export-fetcher/parts");
     walk_files(&parts)
@@ -1401,13 +1397,11 @@ fn zip_bomb_ratio_hits_max_expansion_ratio() {
         "fixture self-check: bomb is small ({} bytes)",
         zip.len()
     );
-    let (run, out) = index_bytes_out(zip, "uploads/bomb.zip", &[("MAX_EXPANSION_RATIO", "100")]);
-    run.assert_failed();
-    let top: String = run.errors().iter().map(|e| e.to_string()).collect();
-    assert!(
-        top.contains("MAX_EXPANSION_RATIO"),
-        "error names the limit; {}",
-        run.describe()
+    let (_, out) = index_over_limit(
+        zip,
+        "uploads/bomb.zip",
+        &[("MAX_EXPANSION_RATIO", "100")],
+        "MAX_EXPANSION_RATIO",
     );
     assert!(
         !out.path()
@@ -1429,14 +1423,7 @@ fn max_expanded_bytes_limit_is_failed() {
         ("MAX_EXPANSION_RATIO", "1000000000"),
     ];
     // a zip bomb member
-    let (run, out) = index_bytes_out(bomb(), "uploads/bomb.zip", &env);
-    run.assert_failed();
-    let top: String = run.errors().iter().map(|e| e.to_string()).collect();
-    assert!(
-        top.contains("MAX_EXPANDED_BYTES"),
-        "error names the limit; {}",
-        run.describe()
-    );
+    let (_, out) = index_over_limit(bomb(), "uploads/bomb.zip", &env, "MAX_EXPANDED_BYTES");
     assert!(
         parts_bytes_on_disk(out.path()) <= 1_000_000,
         "nothing beyond the limit written: {:?}",
@@ -1453,31 +1440,18 @@ fn max_expanded_bytes_limit_is_failed() {
     let part = prose_lines(60_000);
     assert!(part.bytes.len() > 1_500_000, "fixture self-check");
     let gz = gzip(&part.bytes);
-    let (run, out) = index_bytes_out(&gz, "logs/big.log.gz", &env);
-    run.assert_failed();
-    let top: String = run.errors().iter().map(|e| e.to_string()).collect();
-    assert!(
-        top.contains("MAX_EXPANDED_BYTES"),
-        "error names the limit; {}",
-        run.describe()
-    );
-    assert!(
-        walk_files(&out.path().join("export-fetcher/parts")).is_empty(),
-        "failed part left on disk: {:?}",
-        walk_files(out.path())
-    );
+    let (_, out) = index_over_limit(&gz, "logs/big.log.gz", &env, "MAX_EXPANDED_BYTES");
+    assert_no_parts_written(out.path(), "failed part left on disk: ");
 }
 
 #[test]
 fn max_archive_entries_limit_is_failed() {
     let zip = zip_many_entries(60);
-    let (run, out) = index_bytes_out(&zip, "uploads/many.zip", &[("MAX_ARCHIVE_ENTRIES", "50")]);
-    run.assert_failed();
-    let top: String = run.errors().iter().map(|e| e.to_string()).collect();
-    assert!(
-        top.contains("MAX_ARCHIVE_ENTRIES"),
-        "error names the limit; {}",
-        run.describe()
+    let (_, out) = index_over_limit(
+        &zip,
+        "uploads/many.zip",
+        &[("MAX_ARCHIVE_ENTRIES", "50")],
+        "MAX_ARCHIVE_ENTRIES",
     );
     assert!(
         walk_files(&out.path().join("export-fetcher/parts")).len() <= 50,
@@ -1486,8 +1460,7 @@ fn max_archive_entries_limit_is_failed() {
     );
 
     // exactly at the limit is fine
-    let run = index_bytes(&zip, "uploads/many.zip", &[("MAX_ARCHIVE_ENTRIES", "60")]);
-    run.assert_status("complete");
+    let run = index_complete(&zip, "uploads/many.zip", &[("MAX_ARCHIVE_ENTRIES", "60")]);
     assert_eq!(run.parts().len(), 60, "{}", run.describe());
 }
 
@@ -1496,19 +1469,13 @@ fn max_object_bytes_limit_is_failed() {
     let part = users_jsonl(120, 20);
     let gz = gzip(&part.bytes);
     assert!(gz.len() > 1000, "fixture self-check");
-    let (run, out) = index_bytes_out(&gz, API_GZ_KEY, &[("MAX_OBJECT_BYTES", "1000")]);
-    run.assert_failed();
-    let top: String = run.errors().iter().map(|e| e.to_string()).collect();
-    assert!(
-        top.contains("MAX_OBJECT_BYTES"),
-        "error names the limit; {}",
-        run.describe()
+    let (run, out) = index_over_limit(
+        &gz,
+        API_GZ_KEY,
+        &[("MAX_OBJECT_BYTES", "1000")],
+        "MAX_OBJECT_BYTES",
     );
-    assert!(
-        walk_files(&out.path().join("export-fetcher/parts")).is_empty(),
-        "{:?}",
-        walk_files(out.path())
-    );
+    assert_no_parts_written(out.path(), "");
     assert_eq!(
         run.m()["source"]["size"],
         gz.len() as u64,
@@ -1523,8 +1490,7 @@ fn max_object_bytes_limit_is_failed() {
 
 #[test]
 fn out_dir_parts_are_byte_identical_and_manifest_is_written() {
-    let members = api_members(130, &[10, 20]);
-    let zip = zip_of(&members_ref(&members), DEFLATED, false);
+    let (members, zip) = api_zip(130, &[10, 20], |m| zip_of(m, DEFLATED, false));
     let (run, out) = index_bytes_out(&zip, API_ZIP_KEY, &[]);
     run.assert_status("complete");
     let bucket = out.path().display().to_string();

@@ -23,6 +23,14 @@ pub async fn make_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
     s3.create_bucket().bucket(bucket).send().await.unwrap();
 }
 
+/// A running `moto_server` with [`BUCKET`] made in it, and its S3 client.
+pub async fn moto_with_bucket() -> (Moto, aws_sdk_s3::Client) {
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    make_bucket(&s3, BUCKET).await;
+    (moto, s3)
+}
+
 /// Creates `bucket` with versioning enabled.
 pub async fn versioned_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
     make_bucket(s3, bucket).await;
@@ -106,6 +114,30 @@ pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>
         .bucket(bucket)
         .key(key)
         .body(ByteStream::from(body))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// HeadObject of `key`, which must exist.
+pub async fn head(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Deletes `key`.
+pub async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) {
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
         .send()
         .await
         .unwrap();
@@ -522,9 +554,7 @@ async fn poison_message_is_a_batch_item_failure_and_the_rest_is_processed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_object_gets_a_failed_manifest_naming_nosuchkey() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "segment-export/s/2024-05-01/0b6c1a6e-1714550400/gone.zip";
     let (code, response) = invoke(&moto.endpoint, &s3_event(BUCKET, key), &[]);
     assert_eq!(
@@ -545,9 +575,7 @@ async fn missing_object_gets_a_failed_manifest_naming_nosuchkey() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_exhaustion_is_retryable_and_leaves_no_manifest() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "segment-export/s/2024-05-01/0b6c1a6e-1714550400/big.gz";
     put(
         &s3,
@@ -569,9 +597,7 @@ async fn deadline_exhaustion_is_retryable_and_leaves_no_manifest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_produce_one_manifest() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "segment-export/s/2024-05-01/0b6c1a6e-1714550400/dup.gz";
     put(
         &s3,
@@ -630,9 +656,7 @@ async fn concurrent_duplicates_produce_one_manifest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connection_mid_object_resumes_from_the_last_byte() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "segment-export/s/2024-05-01/0b6c1a6e-1714550400/cut.zip";
     let users = fixtures::users_jsonl(11, 3000).bytes;
     let body = fixtures::zip_of(&[("u.txt", &users)], fixtures::STORED, false);
@@ -656,9 +680,7 @@ async fn dropped_connection_mid_object_resumes_from_the_last_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_bucket_prefix_filters_and_sse_are_honoured() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     make_bucket(&s3, "braze-indexed").await;
     let kept = "segment-export/s/2024-05-01/0b6c1a6e-1714550400/keep.gz";
     let dropped = "tmp/ignored.csv";
@@ -679,24 +701,12 @@ async fn output_bucket_prefix_filters_and_sse_are_honoured() {
     );
     assert_eq!(code, 0, "{response}");
     let mkey = format!("indexed/manifests/{kept}.manifest.json");
-    let head = s3
-        .head_object()
-        .bucket("braze-indexed")
-        .key(&mkey)
-        .send()
-        .await
-        .unwrap();
+    let manifest_head = head(&s3, "braze-indexed", &mkey).await;
     assert_eq!(
-        head.server_side_encryption().map(|s| s.as_str()),
+        manifest_head.server_side_encryption().map(|s| s.as_str()),
         Some("AES256")
     );
-    let part = s3
-        .head_object()
-        .bucket("braze-indexed")
-        .key(format!("indexed/parts/{kept}/keep"))
-        .send()
-        .await
-        .unwrap();
+    let part = head(&s3, "braze-indexed", &format!("indexed/parts/{kept}/keep")).await;
     assert_eq!(
         part.server_side_encryption().map(|s| s.as_str()),
         Some("AES256")
@@ -885,9 +895,7 @@ async fn every_envelope_works_with_the_servers_own_notifications() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_part_is_written_by_a_checksummed_multipart_upload() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "segment-export/s/2024-05-01/0b6c1a6e-1714550400/large.gz";
     let mut users = Vec::new();
     while users.len() < 20 << 20 {

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::{Moto, drain, env_with_sinks};
 use crate::fixtures::currents_schema;
-use crate::lambda_s3::{BUCKET, get, make_bucket, manifest, put, s3_event};
+use crate::lambda_s3::{BUCKET, get, head, manifest, moto_with_bucket, put, s3_event};
 
 const CONNECTOR: &str = "dataexport.prod-01.S3.integration.69cad1b2aa7e5f0c";
 const EVENT_TYPE: &str = "users.messages.email.Send";
@@ -109,6 +109,17 @@ async fn notify(env: &Arc<Env>, key: &str) -> String {
         .to_string()
 }
 
+/// Puts `body` at `key` and runs its notification; returns the outcome.
+async fn put_and_notify(
+    s3: &aws_sdk_s3::Client,
+    env: &Arc<Env>,
+    key: &str,
+    body: Vec<u8>,
+) -> String {
+    put(s3, BUCKET, key, body).await;
+    notify(env, key).await
+}
+
 async fn sweep(env: &Arc<Env>) -> Value {
     let event = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events",
                        "account": "123456789012", "time": "2024-05-01T15:00:00Z",
@@ -122,16 +133,10 @@ async fn assert_redshift_lists(s3: &aws_sdk_s3::Client, hour: &str, keys: &[Stri
     let mut sorted = keys.to_vec();
     sorted.sort();
     for key in &sorted {
-        let head = s3
-            .head_object()
-            .bucket(BUCKET)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
+        let length = head(s3, BUCKET, key).await.content_length().unwrap();
         want.push(
             json!({"url": format!("s3://{BUCKET}/{key}"), "mandatory": true,
-                         "meta": {"content_length": head.content_length().unwrap()}}),
+                         "meta": {"content_length": length}}),
         );
     }
     assert_eq!(
@@ -149,9 +154,7 @@ struct Setup {
 }
 
 async fn setup(grace: u64) -> Setup {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let d = crate::sinks::downstream(&moto, false).await;
     let env = env_with_sinks(
         &moto,
@@ -275,17 +278,18 @@ async fn a_late_file_amends_the_partition_and_its_redshift_manifest() {
     let hour = "2024-05-01-14";
     let mut keys = vec![key(hour, 1), key(hour, 2)];
     for k in &keys {
-        put(&w.s3, BUCKET, k, avro(&schema(false), 12)).await;
-        notify(&w.env, k).await;
+        put_and_notify(&w.s3, &w.env, k, avro(&schema(false), 12)).await;
     }
     sweep(&w.env).await;
     let first = partition_manifest(&w.s3, hour).await.unwrap();
     assert_redshift_lists(&w.s3, hour, &keys).await;
 
     let late = key(hour, 3);
-    put(&w.s3, BUCKET, &late, avro(&schema(true), 5)).await;
     keys.push(late.clone());
-    assert_eq!(notify(&w.env, &late).await, "done");
+    assert_eq!(
+        put_and_notify(&w.s3, &w.env, &late, avro(&schema(true), 5)).await,
+        "done"
+    );
     let second = partition_manifest(&w.s3, hour).await.unwrap();
     assert_eq!(second["generation"], 2, "{second:#}");
     assert_eq!(second["closed_by"], "late_file");
@@ -312,8 +316,7 @@ async fn an_hour_not_over_stays_open() {
         now.hour()
     );
     let k = key(&hour, 1);
-    put(&w.s3, BUCKET, &k, avro(&schema(false), 3)).await;
-    notify(&w.env, &k).await;
+    put_and_notify(&w.s3, &w.env, &k, avro(&schema(false), 3)).await;
     let report = sweep(&w.env).await;
     assert_eq!(report["open_partitions"], 1, "{report}");
     assert_eq!(report["partitions_closed"], json!([]));
@@ -375,9 +378,7 @@ fn glue_env(moto: &Moto, database: &str) -> Arc<Env> {
 
 /// moto with the bucket and a Glue database, and the environment keeping tables in it.
 async fn with_glue() -> (Moto, aws_sdk_s3::Client, Arc<Env>) {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     moto.glue()
         .create_database()
         .database_input(
@@ -416,15 +417,20 @@ fn column_names(t: &aws_sdk_glue::types::Table) -> Vec<String> {
         .collect()
 }
 
-async fn partition_values(moto: &Moto) -> Vec<String> {
-    let mut values: Vec<String> = moto
-        .glue()
+/// The partitions of the Currents table.
+async fn partitions(moto: &Moto) -> aws_sdk_glue::operation::get_partitions::GetPartitionsOutput {
+    moto.glue()
         .get_partitions()
         .database_name("braze_currents")
         .table_name(TABLE)
         .send()
         .await
         .unwrap()
+}
+
+async fn partition_values(moto: &Moto) -> Vec<String> {
+    let mut values: Vec<String> = partitions(moto)
+        .await
         .partitions()
         .iter()
         .flat_map(|p| p.values().to_vec())
@@ -480,14 +486,7 @@ async fn concurrent_first_files_create_one_table_and_one_partition_per_hour() {
     );
     assert_eq!(partition_values(&moto).await, ["2024-05-01-16"]);
     // The partition is described as the table is (its columns and SerDe).
-    let parts = moto
-        .glue()
-        .get_partitions()
-        .database_name("braze_currents")
-        .table_name(TABLE)
-        .send()
-        .await
-        .unwrap();
+    let parts = partitions(&moto).await;
     let psd = parts.partitions()[0].storage_descriptor().unwrap();
     let pcols: Vec<&str> = psd.columns().iter().map(|c| c.name()).collect();
     assert_eq!(pcols, column_names(&t));
@@ -503,8 +502,7 @@ async fn concurrent_first_files_create_one_table_and_one_partition_per_hour() {
 
     // Another hour: one more partition. The same file again: nothing new.
     let next = key("2024-05-01-17", 1);
-    put(&s3, BUCKET, &next, avro(&schema(false), 5)).await;
-    notify(&env, &next).await;
+    put_and_notify(&s3, &env, &next, avro(&schema(false), 5)).await;
     notify(&env, &next).await;
     assert_eq!(
         partition_values(&moto).await,
@@ -517,17 +515,14 @@ async fn a_new_writer_schema_adds_its_fields_and_an_older_one_drops_none() {
     let (moto, s3, env) = with_glue().await;
     let hour = "2024-05-01-18";
     let first = key(hour, 1);
-    put(&s3, BUCKET, &first, avro(&schema(false), 5)).await;
-    notify(&env, &first).await;
+    put_and_notify(&s3, &env, &first, avro(&schema(false), 5)).await;
     let evolved = key(hour, 2);
-    put(&s3, BUCKET, &evolved, avro(&schema(true), 5)).await;
-    notify(&env, &evolved).await;
+    put_and_notify(&s3, &env, &evolved, avro(&schema(true), 5)).await;
     let t = table(&moto).await;
     let names = column_names(&t);
     assert_eq!(names, columns(&schema(true)), "machine_id appended");
     let older = key(hour, 3);
-    put(&s3, BUCKET, &older, avro(&schema(false), 5)).await;
-    notify(&env, &older).await;
+    put_and_notify(&s3, &env, &older, avro(&schema(false), 5)).await;
     assert_eq!(column_names(&table(&moto).await), names, "never dropped");
     let literal: Value =
         serde_json::from_str(&table(&moto).await.parameters().unwrap()["avro.schema.literal"])
@@ -544,9 +539,7 @@ async fn a_new_writer_schema_adds_its_fields_and_an_older_one_drops_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_glue_failure_retries_the_object_and_its_manifest_stands() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     // The database does not exist: Glue refuses the table.
     let env = glue_env(&moto, "no_such_database");
     let k = key("2024-05-01-19", 1);
@@ -567,8 +560,10 @@ async fn a_glue_failure_retries_the_object_and_its_manifest_stands() {
 async fn a_file_with_no_avro_header_is_left_out_of_glue_not_retried() {
     let (moto, s3, env) = with_glue().await;
     let k = key("2024-05-01-20", 1);
-    put(&s3, BUCKET, &k, b"Obj\x01 cut short".to_vec()).await;
-    assert_eq!(notify(&env, &k).await, "done");
+    assert_eq!(
+        put_and_notify(&s3, &env, &k, b"Obj\x01 cut short".to_vec()).await,
+        "done"
+    );
     assert_eq!(manifest(&s3, BUCKET, &k).await.unwrap()["status"], "failed");
     let tables = moto
         .glue()
@@ -588,8 +583,7 @@ async fn concurrent_new_writer_schemas_each_keep_their_fields() {
     let (moto, s3, env) = with_glue().await;
     let hour = "2024-05-01-21";
     let first = key(hour, 1);
-    put(&s3, BUCKET, &first, avro(&schema(false), 3)).await;
-    notify(&env, &first).await;
+    put_and_notify(&s3, &env, &first, avro(&schema(false), 3)).await;
     // Two files whose writer schemas each add a different field, at once.
     let extras = ["machine_id", "ip_country", "sdk_version"];
     let mut tasks = Vec::new();
@@ -620,12 +614,13 @@ async fn concurrent_new_writer_schemas_each_keep_their_fields() {
 async fn an_integration_whose_table_name_is_taken_is_left_out_not_mixed_in() {
     let (moto, s3, env) = with_glue().await;
     let first = key("2024-05-01-22", 1);
-    put(&s3, BUCKET, &first, avro(&schema(false), 3)).await;
-    notify(&env, &first).await;
+    put_and_notify(&s3, &env, &first, avro(&schema(false), 3)).await;
     // Another integration, the same first 8 characters of its id: the same table name.
     let other = first.replace("69cad1b2aa7e5f0c", "69cad1b2ffffffff");
-    put(&s3, BUCKET, &other, avro(&schema(false), 3)).await;
-    assert_eq!(notify(&env, &other).await, "done");
+    assert_eq!(
+        put_and_notify(&s3, &env, &other, avro(&schema(false), 3)).await,
+        "done"
+    );
     let t = table(&moto).await;
     assert_eq!(
         t.storage_descriptor().unwrap().location(),

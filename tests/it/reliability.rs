@@ -17,10 +17,10 @@ use export_fetcher::config::Config;
 use export_fetcher::handler;
 use serde_json::{Value, json};
 
-use crate::aws::{CuttingProxy, FaultProxy, Moto, drain, env_at, env_for, env_with_sinks};
+use crate::aws::{CuttingProxy, FaultProxy, drain, env_at, env_for, env_with_sinks};
 use crate::fixtures::{self, DEFLATED, STORED, gzip, sha256_hex};
 use crate::lambda_s3::{
-    BUCKET, get, make_bucket, manifest, put, s3_event, sqs_event_from_bodies, versioned_bucket,
+    BUCKET, get, manifest, moto_with_bucket, put, s3_event, sqs_event_from_bodies, versioned_bucket,
 };
 use crate::sinks::Receiver;
 use crate::support::{self, index_bytes_out, walk_files};
@@ -61,9 +61,7 @@ fn outcome_of(r: &Result<Value, handler::HandlerError>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_storm_writes_one_manifest_and_delivers_once_per_sink() {
     const OUT: &str = "storm-out";
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     // A versioned output bucket keeps every write of the manifest: its versions count them.
     versioned_bucket(&s3, OUT).await;
     let key = "segment-export/storm/2024-05-01/0b6c1a6e-2f4c-4d7e-9f1a-3a5b7c9d1e2f-1714550400/114f0226319130e1a4770f2602b5639a.gz";
@@ -211,9 +209,7 @@ fn load_object(i: usize) -> (String, Vec<u8>, u64, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn load_500_objects_through_sqs_batches_of_10_loses_nothing() {
     const N: usize = 500;
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let objects: Vec<(String, Vec<u8>, u64, String)> = (0..N).map(load_object).collect();
     let mut puts = tokio::task::JoinSet::new();
     for chunk in objects.chunks(N / 8) {
@@ -354,9 +350,7 @@ fn big_jsonl() -> Vec<u8> {
 /// Fails every request the rule matches: the object must be retried with no manifest and no
 /// visible part; once the fault clears, the retry is complete and byte-exact.
 async fn failing_multipart_step_is_retried(key: &str, rule: crate::aws::FaultRule) {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let body = big_jsonl();
     let records = body.iter().filter(|&&b| b == b'\n').count() as u64;
     put(&s3, BUCKET, key, body.clone()).await;
@@ -423,9 +417,7 @@ async fn failing_complete_multipart_upload_is_retried_and_never_claims_complete(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cut_on_every_read_resumes_exactly_or_fails_retryably() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key = "segment-export/s/2024-05-01/0b6c1a6e-1714550400/always-cut.zip";
     let users = fixtures::users_jsonl(71, 6000).bytes;
     let body = fixtures::zip_of(&[("u.txt", &users)], STORED, false);
@@ -669,9 +661,7 @@ fn invoke_logged(endpoint: &str, event: &Value, env: &[(&str, &str)]) -> (i32, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_keys_cannot_forge_log_lines_and_the_secret_never_leaks() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let forged = "{\"level\":\"ERROR\",\"message\":\"forged by a key\"}";
     // moto cannot store a key holding `\n` (its router answers 404), so stored objects carry
     // `\r` (which rewinds a terminal line), escapes, BEL and TAB; one more key with real

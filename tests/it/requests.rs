@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::aws::{Moto, REGION, env_with_sinks, queue};
 use crate::fixtures::{gzip, users_jsonl};
-use crate::lambda_s3::{BUCKET, make_bucket, put, versioned_bucket};
+use crate::lambda_s3::{BUCKET, make_bucket, moto_with_bucket, put, versioned_bucket};
 
 fn notification(key: &str, size: usize) -> Value {
     json!({"Records": [{
@@ -100,9 +100,7 @@ async fn a_small_object_costs_the_documented_requests() {
 /// the record written for the hour's first file; once the hour is closed, only its manifest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_currents_file_costs_its_partitions_requests() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let env = env_with_sinks(
         &moto,
         Config {

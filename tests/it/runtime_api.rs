@@ -1,16 +1,17 @@
 //! The binary under the real Lambda runtime loop: `lambda_runtime` talks to a Runtime API double
 //! on loopback, which hands it one S3 event and records the response.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::OsStr;
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::aws::{Moto, env_for};
-use crate::lambda_s3::{BUCKET, make_bucket, manifest, put, s3_event};
+use crate::aws::{env_for, read_request_head};
+use crate::lambda_s3::{BUCKET, manifest, moto_with_bucket, put, s3_event};
 use crate::support;
 
 /// What the function posted back.
@@ -36,33 +37,9 @@ pub fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut handed_out = !first;
-                loop {
-                    let mut request_line = String::new();
-                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut length = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if h == "\r\n" {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; length];
-                    reader.read_exact(&mut body).unwrap();
-                    let path = request_line
-                        .split_whitespace()
-                        .nth(1)
-                        .unwrap_or("")
-                        .to_string();
+                while let Some(request) = read_request_head(&mut reader) {
+                    let body = request.read_body(&mut reader);
+                    let path = request.target;
                     if path.ends_with("/invocation/next") {
                         if handed_out {
                             // Later polls wait forever: the test stops the process.
@@ -102,29 +79,46 @@ pub fn runtime_api(event: Value) -> (String, mpsc::Receiver<Posted>) {
     (addr, rx)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_serves_the_lambda_runtime_api() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    let key = "reports/runtime test.csv";
-    put(&s3, BUCKET, key, b"campaign;sent\nc1;10\n".to_vec()).await;
-    let (addr, rx) = runtime_api(s3_event(BUCKET, key));
-    let mut child = Command::new(support::BIN)
-        .envs(env_for(&moto.endpoint))
+/// Runs `bin` as Lambda runs it (`memory_mb` of memory, JSON logs at INFO) against moto at
+/// `endpoint`, under a [`runtime_api`] double that hands it `event`; waits up to 60 s for what it
+/// posts back, then stops it. Returns what it posted and its output (stdout as `stdout` says).
+pub fn run_under_runtime_api(
+    bin: impl AsRef<OsStr>,
+    endpoint: &str,
+    event: Value,
+    memory_mb: &str,
+    stdout: Stdio,
+) -> (Result<Posted, mpsc::RecvTimeoutError>, Output) {
+    let (addr, rx) = runtime_api(event);
+    let mut child = Command::new(bin)
+        .envs(env_for(endpoint))
         .env("AWS_LAMBDA_RUNTIME_API", &addr)
         .env("AWS_LAMBDA_FUNCTION_NAME", "export-fetcher")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb)
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
         .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let posted = rx.recv_timeout(Duration::from_secs(60));
     let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
+    (posted, child.wait_with_output().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_the_lambda_runtime_api() {
+    let (moto, s3) = moto_with_bucket().await;
+    let key = "reports/runtime test.csv";
+    put(&s3, BUCKET, key, b"campaign;sent\nc1;10\n".to_vec()).await;
+    let (posted, out) = run_under_runtime_api(
+        support::BIN,
+        &moto.endpoint,
+        s3_event(BUCKET, key),
+        "512",
+        Stdio::piped(),
+    );
     let logs = String::from_utf8_lossy(&out.stderr);
     match posted {
         Ok(Posted::Response(r)) => {

@@ -1,7 +1,7 @@
 //! Forwarding manifests: SNS, SQS, EventBridge (moto_server on loopback, read back through
 //! queues) and a signed webhook (a receiver on loopback that verifies the signature).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,9 +10,9 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::aws::{ACCOUNT, Moto, REGION, drain};
+use crate::aws::{ACCOUNT, Moto, REGION, drain, read_request_head};
 use crate::fixtures;
-use crate::lambda_s3::{BUCKET, invoke, make_bucket, manifest, put, s3_event};
+use crate::lambda_s3::{BUCKET, invoke, manifest, moto_with_bucket, put, s3_event};
 
 const SECRET: &str = "whsec-test-3f9a";
 
@@ -56,31 +56,9 @@ impl Receiver {
                 let responses = responses.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut headers = Vec::new();
-                        let mut length = 0;
-                        loop {
-                            let mut h = String::new();
-                            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if h == "\r\n" {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':') {
-                                let (k, v) = (k.trim().to_string(), v.trim().to_string());
-                                if k.eq_ignore_ascii_case("content-length") {
-                                    length = v.parse().unwrap_or(0);
-                                }
-                                headers.push((k, v));
-                            }
-                        }
-                        let mut body = vec![0u8; length];
-                        reader.read_exact(&mut body).unwrap();
+                    while let Some(request) = read_request_head(&mut reader) {
+                        let headers = request.headers();
+                        let body = request.read_body(&mut reader);
                         let n = {
                             let mut g = got.lock().unwrap();
                             g.push(Received { headers, body });
@@ -236,20 +214,28 @@ fn sink_env<'a>(d: &'a Downstream, webhook: &'a str) -> Vec<(&'a str, &'a str)> 
 
 const KEY: &str = "segment-export/seg-7/2024-05-01/0b6c1a6e-2f4c-4d7e-9f1a-3a5b7c9d1e2f-1714550400/114f0226319130e1a4770f2602b5639a.gz";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_notification_twice_is_exactly_one_message_per_sink_and_the_signature_verifies() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+/// moto with the bucket, holding a users export at [`KEY`] (`n` users generated from `seed`).
+async fn moto_with_users(seed: u64, n: usize) -> (Moto, aws_sdk_s3::Client) {
+    let (moto, s3) = moto_with_bucket().await;
     put(
         &s3,
         BUCKET,
         KEY,
-        fixtures::gzip(&fixtures::users_jsonl(21, 50).bytes),
+        fixtures::gzip(&fixtures::users_jsonl(seed, n).bytes),
     )
     .await;
-    let d = downstream(&moto, false).await;
-    let hook = Receiver::start(vec![200]);
+    (moto, s3)
+}
+
+/// Every sink up: the [`downstream`] resources, and a webhook receiver answering 200.
+async fn sinks_up(moto: &Moto, fifo: bool) -> (Downstream, Receiver) {
+    (downstream(moto, fifo).await, Receiver::start(vec![200]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_notification_twice_is_exactly_one_message_per_sink_and_the_signature_verifies() {
+    let (moto, s3) = moto_with_users(21, 50).await;
+    let (d, hook) = sinks_up(&moto, false).await;
     let env = sink_env(&d, &hook.url);
     for round in 0..2 {
         let (code, response) = invoke(&moto.endpoint, &s3_event(BUCKET, KEY), &env);
@@ -317,18 +303,8 @@ async fn one_notification_twice_is_exactly_one_message_per_sink_and_the_signatur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_ids_are_deterministic_and_match_the_idempotency_key() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    put(
-        &s3,
-        BUCKET,
-        KEY,
-        fixtures::gzip(&fixtures::users_jsonl(22, 5).bytes),
-    )
-    .await;
-    let d = downstream(&moto, true).await;
-    let hook = Receiver::start(vec![200]);
+    let (moto, s3) = moto_with_users(22, 5).await;
+    let (d, hook) = sinks_up(&moto, true).await;
     let env = sink_env(&d, &hook.url);
     let (code, response) = invoke(&moto.endpoint, &s3_event(BUCKET, KEY), &env);
     assert_eq!(code, 0, "{response}");
@@ -361,9 +337,7 @@ async fn fifo_ids_are_deterministic_and_match_the_idempotency_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_manifest_is_sent_as_a_pointer() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
+    let (moto, s3) = moto_with_bucket().await;
     let key =
         "segment-export/seg-7/2024-05-01/0b6c1a6e-2f4c-4d7e-9f1a-3a5b7c9d1e2f-1714550400/many.zip";
     let members: Vec<(String, Vec<u8>)> = (0..700)
@@ -385,8 +359,7 @@ async fn oversized_manifest_is_sent_as_a_pointer() {
         fixtures::zip_of(&refs, fixtures::DEFLATED, false),
     )
     .await;
-    let d = downstream(&moto, false).await;
-    let hook = Receiver::start(vec![200]);
+    let (d, hook) = sinks_up(&moto, false).await;
     let (code, response) = invoke(
         &moto.endpoint,
         &s3_event(BUCKET, key),
@@ -432,18 +405,8 @@ async fn oversized_manifest_is_sent_as_a_pointer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_down_is_retryable_and_later_delivered_once() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    put(
-        &s3,
-        BUCKET,
-        KEY,
-        fixtures::gzip(&fixtures::users_jsonl(23, 5).bytes),
-    )
-    .await;
-    let d = downstream(&moto, false).await;
-    let hook = Receiver::start(vec![200]);
+    let (moto, s3) = moto_with_users(23, 5).await;
+    let (d, hook) = sinks_up(&moto, false).await;
     // The SQS sink points at a queue that does not exist yet: the sink is down.
     let missing = format!("{}/{ACCOUNT}/late-queue", moto.endpoint);
     let mut env = sink_env(&d, &hook.url);
@@ -496,16 +459,7 @@ async fn sink_down_is_retryable_and_later_delivered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_retries_5xx_but_not_4xx() {
-    let moto = Moto::start();
-    let s3 = moto.s3();
-    make_bucket(&s3, BUCKET).await;
-    put(
-        &s3,
-        BUCKET,
-        KEY,
-        fixtures::gzip(&fixtures::users_jsonl(24, 5).bytes),
-    )
-    .await;
+    let (moto, s3) = moto_with_users(24, 5).await;
     let flaky = Receiver::start(vec![500, 503, 200]);
     let (code, response) = invoke(
         &moto.endpoint,
