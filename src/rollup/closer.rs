@@ -29,37 +29,48 @@ const PARALLEL_READS: usize = 8;
 /// Rounds of write-then-check before a close gives up (and is retried).
 pub(super) const ATTEMPTS: usize = 4;
 
+/// The group a roll-up closes: the source bucket, the group's prefix in it, and where the
+/// roll-up manifest is written.
+pub(super) struct Group<'a> {
+    pub bucket: &'a str,
+    pub prefix: &'a str,
+    pub manifest_key: String,
+}
+
+/// What a close read before it builds a generation: the standing one (if any) and its ETag,
+/// the listing, and each listed file's manifest.
+pub(super) struct Look<'a, M> {
+    pub existing: Option<&'a (M, String)>,
+    pub files: &'a [Listed],
+    pub manifests: &'a [Option<Manifest>],
+}
+
+/// Where a generation this call wrote goes: `fresh` when it is generation 1.
+pub(super) struct Wrote<'a> {
+    pub out_bucket: &'a str,
+    pub deadline: Option<Instant>,
+    pub fresh: bool,
+}
+
 /// One kind of roll-up: its group of objects and its manifest.
 pub(super) trait RollUp: Sync {
     type Manifest: Clone + Send + Sync + Serialize + DeserializeOwned;
     type File: PartialEq;
-    /// `export` or `partition`, in log lines and errors.
+    /// `export` or `partition`, in errors.
     const WHAT: &'static str;
     /// The `source.event_name` of a file's manifest when a close indexed it.
     const CLOSE_EVENT_NAME: &'static str;
-    /// The source bucket and the group's prefix in it.
-    fn bucket(&self) -> &str;
-    fn prefix(&self) -> &str;
-    /// Where the roll-up manifest is written.
-    fn manifest_key(&self, env: &Env) -> String;
+    fn group(&self, env: &Env) -> Group<'_>;
     fn files(m: &Self::Manifest) -> &[Self::File];
-    /// The next generation, from the standing one (if any), the listing and its manifests.
-    fn build(
-        &self,
-        env: &Env,
-        existing: Option<&(Self::Manifest, String)>,
-        files: &[Listed],
-        manifests: &[Option<Manifest>],
-    ) -> Self::Manifest;
+    /// The next generation.
+    fn build(&self, env: &Env, look: Look<'_, Self::Manifest>) -> Self::Manifest;
     /// What follows a generation this call wrote (a log line, a Redshift manifest, metrics)
     /// and its forwarding: `Ok(Some(error))` when a sink did not take it.
     fn written(
         &self,
         env: &Env,
-        out_bucket: &str,
         m: &Self::Manifest,
-        deadline: Option<Instant>,
-        fresh: bool,
+        to: Wrote<'_>,
     ) -> impl Future<Output = Result<Option<String>, CloseError>> + Send;
 }
 
@@ -97,10 +108,14 @@ pub(super) async fn close<R: RollUp>(
     index_missing: bool,
     deadline: Option<Instant>,
 ) -> Result<Outcome<R::Manifest>, CloseError> {
-    let out_bucket = env.output_bucket(r.bucket()).to_string();
-    let key = r.manifest_key(env);
+    let Group {
+        bucket,
+        prefix,
+        manifest_key: key,
+    } = r.group(env);
+    let out_bucket = env.output_bucket(bucket).to_string();
     let mut written: Option<(Box<R::Manifest>, Option<String>)> = None;
-    let mut files = list_objects(env, r.bucket(), r.prefix()).await?;
+    let mut files = list_objects(env, bucket, prefix).await?;
     for _ in 0..ATTEMPTS {
         let existing = read_standing::<R>(env, &out_bucket, &key).await?;
         if files.is_empty() {
@@ -115,11 +130,16 @@ pub(super) async fn close<R: RollUp>(
                 ));
             }
             for (file, _) in missing {
-                index_file(env, file, r.bucket(), R::CLOSE_EVENT_NAME, deadline).await?;
+                index_file(env, file, bucket, R::CLOSE_EVENT_NAME, deadline).await?;
             }
             manifests = read_manifests(env, &out_bucket, &files).await?;
         }
-        let manifest = r.build(env, existing.as_ref(), &files, &manifests);
+        let look = Look {
+            existing: existing.as_ref(),
+            files: &files,
+            manifests: &manifests,
+        };
+        let manifest = r.build(env, look);
         if let Some((m, _)) = &existing
             && R::files(m) == R::files(&manifest)
         {
@@ -147,9 +167,12 @@ pub(super) async fn close<R: RollUp>(
             .await;
         match put {
             Ok(()) => {
-                let forward_error = r
-                    .written(env, &out_bucket, &manifest, deadline, fresh)
-                    .await?;
+                let to = Wrote {
+                    out_bucket: &out_bucket,
+                    deadline,
+                    fresh,
+                };
+                let forward_error = r.written(env, &manifest, to).await?;
                 written = Some((Box::new(manifest), forward_error));
             }
             // Another closer wrote a generation meanwhile: look again.
@@ -157,7 +180,7 @@ pub(super) async fn close<R: RollUp>(
             Err(e) => return Err(store_error(&format!("writing the {} manifest", R::WHAT), e)),
         }
         // List again: a file that appeared while this close ran is amended at once.
-        files = list_objects(env, r.bucket(), r.prefix()).await?;
+        files = list_objects(env, bucket, prefix).await?;
     }
     match written {
         Some((manifest, forward_error)) => Ok(Outcome::Written {

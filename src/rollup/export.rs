@@ -37,7 +37,7 @@ use crate::store::{Condition, StoreError};
 
 pub use super::closer::CloseError;
 use super::closer::store_error;
-use super::closer::{self, ATTEMPTS, Outcome, RollUp};
+use super::closer::{self, ATTEMPTS, Group, Look, Outcome, RollUp, Wrote};
 use super::unix_now;
 
 pub const EXPORT_MANIFEST_VERSION: u32 = 1;
@@ -429,52 +429,41 @@ pub async fn close(
     braze_failed: bool,
     deadline: Option<Instant>,
 ) -> Result<Closed, CloseError> {
-    crate::store::s3::within_deadline(
-        deadline,
-        close_within(env, folder, by, mode, braze_failed, deadline),
-    )
-    .await
-}
-
-async fn close_within(
-    env: &Env,
-    folder: &Folder,
-    by: ClosedBy,
-    mode: Mode,
-    braze_failed: bool,
-    deadline: Option<Instant>,
-) -> Result<Closed, CloseError> {
-    let out_bucket = env.output_bucket(&folder.bucket).to_string();
-    let record_key = open_record_key(&env.cfg.output_prefix, &folder.prefix);
-    let record_seen = match env.s3.get_small(&out_bucket, &record_key).await {
-        Ok(found) => found.map(|(_, etag)| etag),
-        Err(e) => return Err(store_error("reading the open record", e)),
-    };
-    let closer = ExportClose {
-        folder,
-        by,
-        braze_failed,
-    };
-    Ok(
-        match closer::close(env, &closer, mode == Mode::Index, deadline).await? {
-            Outcome::Written {
-                manifest,
-                forward_error,
-                settled,
-            } => {
-                if settled && forward_error.is_none() {
-                    remove_record(env, &out_bucket, &folder.prefix, record_seen.as_deref()).await;
-                }
-                Closed::Written {
+    crate::store::s3::within_deadline(deadline, async {
+        let out_bucket = env.output_bucket(&folder.bucket).to_string();
+        let record_key = open_record_key(&env.cfg.output_prefix, &folder.prefix);
+        let record_seen = match env.s3.get_small(&out_bucket, &record_key).await {
+            Ok(found) => found.map(|(_, etag)| etag),
+            Err(e) => return Err(store_error("reading the open record", e)),
+        };
+        let closer = ExportClose {
+            folder,
+            by,
+            braze_failed,
+        };
+        Ok(
+            match closer::close(env, &closer, mode == Mode::Index, deadline).await? {
+                Outcome::Written {
                     manifest,
                     forward_error,
+                    settled,
+                } => {
+                    if settled && forward_error.is_none() {
+                        remove_record(env, &out_bucket, &folder.prefix, record_seen.as_deref())
+                            .await;
+                    }
+                    Closed::Written {
+                        manifest,
+                        forward_error,
+                    }
                 }
-            }
-            Outcome::Unchanged(m) => Closed::Unchanged(m),
-            Outcome::Waiting(missing) => Closed::Waiting { missing },
-            Outcome::Empty => Closed::Empty,
-        },
-    )
+                Outcome::Unchanged(m) => Closed::Unchanged(m),
+                Outcome::Waiting(missing) => Closed::Waiting { missing },
+                Outcome::Empty => Closed::Empty,
+            },
+        )
+    })
+    .await
 }
 
 /// An export folder's close, as a [`RollUp`].
@@ -492,29 +481,24 @@ impl RollUp for ExportClose<'_> {
     const WHAT: &'static str = "export";
     const CLOSE_EVENT_NAME: &'static str = CLOSE_EVENT_NAME;
 
-    fn bucket(&self) -> &str {
-        &self.folder.bucket
-    }
-
-    fn prefix(&self) -> &str {
-        &self.folder.prefix
-    }
-
-    fn manifest_key(&self, env: &Env) -> String {
-        export_manifest_key(&env.cfg.output_prefix, &self.folder.prefix)
+    fn group(&self, env: &Env) -> Group<'_> {
+        Group {
+            bucket: &self.folder.bucket,
+            prefix: &self.folder.prefix,
+            manifest_key: export_manifest_key(&env.cfg.output_prefix, &self.folder.prefix),
+        }
     }
 
     fn files(m: &ExportManifest) -> &[ExportFile] {
         &m.files
     }
 
-    fn build(
-        &self,
-        env: &Env,
-        existing: Option<&(ExportManifest, String)>,
-        files: &[Listed],
-        manifests: &[Option<Manifest>],
-    ) -> ExportManifest {
+    fn build(&self, env: &Env, look: Look<'_, ExportManifest>) -> ExportManifest {
+        let Look {
+            existing,
+            files,
+            manifests,
+        } = look;
         let mut entries = Vec::with_capacity(files.len());
         let mut totals = ExportTotals::default();
         for (file, manifest) in files.iter().zip(manifests) {
@@ -557,7 +541,7 @@ impl RollUp for ExportClose<'_> {
             files: entries,
             totals,
             errors,
-            manifest_key: self.manifest_key(env),
+            manifest_key: export_manifest_key(&env.cfg.output_prefix, &self.folder.prefix),
             producer: Producer::default(),
         }
     }
@@ -565,10 +549,8 @@ impl RollUp for ExportClose<'_> {
     async fn written(
         &self,
         env: &Env,
-        out_bucket: &str,
         manifest: &ExportManifest,
-        deadline: Option<Instant>,
-        fresh: bool,
+        to: Wrote<'_>,
     ) -> Result<Option<String>, CloseError> {
         info!(
             folder = %crate::sanitize_for_log(&manifest.folder),
@@ -579,9 +561,8 @@ impl RollUp for ExportClose<'_> {
             "export manifest written"
         );
         crate::metrics::record_export_closed(manifest);
-        Ok(forward_export(env, out_bucket, manifest, deadline, fresh)
-            .await
-            .err())
+        let forwarded = forward_export(env, to.out_bucket, manifest, to.deadline, to.fresh);
+        Ok(forwarded.await.err())
     }
 }
 

@@ -28,7 +28,7 @@ use crate::store::Condition;
 use crate::store::StoreError;
 use crate::store::s3::{Listed, OutputKind};
 
-use super::closer::{self, ATTEMPTS, CloseError, Outcome, RollUp, store_error};
+use super::closer::{self, ATTEMPTS, CloseError, Group, Look, Outcome, RollUp, Wrote, store_error};
 use super::export::ExportTotals;
 use super::unix_now;
 
@@ -311,39 +311,27 @@ impl RollUp for PartitionClose<'_> {
     const WHAT: &'static str = "partition";
     const CLOSE_EVENT_NAME: &'static str = CLOSE_EVENT_NAME;
 
-    fn bucket(&self) -> &str {
-        &self.p.bucket
-    }
-
-    fn prefix(&self) -> &str {
-        &self.p.prefix
-    }
-
-    fn manifest_key(&self, env: &Env) -> String {
-        partition_manifest_key(&env.cfg.output_prefix, &self.p.prefix)
+    fn group(&self, env: &Env) -> Group<'_> {
+        Group {
+            bucket: &self.p.bucket,
+            prefix: &self.p.prefix,
+            manifest_key: partition_manifest_key(&env.cfg.output_prefix, &self.p.prefix),
+        }
     }
 
     fn files(m: &PartitionManifest) -> &[PartitionFile] {
         &m.files
     }
 
-    fn build(
-        &self,
-        env: &Env,
-        existing: Option<&(PartitionManifest, String)>,
-        files: &[Listed],
-        manifests: &[Option<Manifest>],
-    ) -> PartitionManifest {
-        build(env, self.p, self.by, existing, files, manifests)
+    fn build(&self, env: &Env, look: Look<'_, PartitionManifest>) -> PartitionManifest {
+        build(env, self.p, self.by, look)
     }
 
     async fn written(
         &self,
         env: &Env,
-        out_bucket: &str,
         manifest: &PartitionManifest,
-        deadline: Option<Instant>,
-        fresh: bool,
+        to: Wrote<'_>,
     ) -> Result<Option<String>, CloseError> {
         info!(
             partition = %crate::sanitize_for_log(&manifest.prefix),
@@ -353,13 +341,10 @@ impl RollUp for PartitionClose<'_> {
             files = manifest.totals.files,
             "partition manifest written"
         );
-        write_redshift(env, out_bucket, manifest).await?;
+        write_redshift(env, to.out_bucket, manifest).await?;
         crate::metrics::record_partition_closed(manifest);
-        Ok(
-            forward_partition(env, out_bucket, manifest, deadline, fresh)
-                .await
-                .err(),
-        )
+        let forwarded = forward_partition(env, to.out_bucket, manifest, to.deadline, to.fresh);
+        Ok(forwarded.await.err())
     }
 }
 
@@ -367,10 +352,13 @@ fn build(
     env: &Env,
     p: &Partition,
     by: PartitionClosedBy,
-    existing: Option<&(PartitionManifest, String)>,
-    files: &[Listed],
-    manifests: &[Option<Manifest>],
+    look: Look<'_, PartitionManifest>,
 ) -> PartitionManifest {
+    let Look {
+        existing,
+        files,
+        manifests,
+    } = look;
     let mut entries = Vec::with_capacity(files.len());
     let mut schemas: Vec<WriterSchema> = Vec::new();
     let mut totals = ExportTotals::default();
