@@ -82,6 +82,16 @@ pub(crate) fn read_from_buffer<R: std::io::BufRead + ?Sized>(
     Ok(n)
 }
 
+/// Lowercase hexadecimal of `bytes` (a digest, as manifests write it).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

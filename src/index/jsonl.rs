@@ -9,6 +9,7 @@ use std::io::BufRead;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::jsonscan::Scanner;
 use super::{
     BOM, Columns, ErrorList, Indexed, LineFramer, MAX_COLUMN_NAME_BYTES, MAX_COLUMNS, Offsets,
     Options, cut,
@@ -37,12 +38,12 @@ pub(crate) struct KeySet {
 
 impl KeySet {
     /// Starts a new record.
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         self.position = 0;
         self.discard();
     }
 
-    fn note(&mut self, key: &str) {
+    pub(crate) fn note(&mut self, key: &str) {
         let i = self.position;
         self.position += 1;
         if self.previous.get(i).is_some_and(|p| **p == *key) {
@@ -158,9 +159,14 @@ impl<'de> Visitor<'de> for KeyName<'_> {
 /// Validates one line; returns the error message for a bad one.
 ///
 /// UTF-8 is checked first and separately (SIMD, `simdutf8`): serde_json skips the strings of
-/// ignored values without validating them (found by fuzzing). The parser then reads the checked
-/// `str`, so it does not check the UTF-8 of the strings it does parse a second time.
-pub(crate) fn check_line(line: &[u8], keys: &mut KeySet) -> Result<(), String> {
+/// ignored values without validating them (found by fuzzing). The line is then checked by the
+/// [`Scanner`]; only a line it does not accept is parsed by serde_json, which gives the verdict
+/// and the message (and reads the checked `str`, so it does not check the UTF-8 again).
+pub(crate) fn check_line(
+    line: &[u8],
+    keys: &mut KeySet,
+    scanner: &mut Scanner,
+) -> Result<(), String> {
     let text = match simdutf8::compat::from_utf8(line) {
         Ok(text) => text,
         Err(e) => {
@@ -171,6 +177,11 @@ pub(crate) fn check_line(line: &[u8], keys: &mut KeySet) -> Result<(), String> {
             ));
         }
     };
+    if scanner.valid(text, keys) {
+        keys.commit();
+        return Ok(());
+    }
+    keys.discard();
     let mut de = serde_json::Deserializer::from_str(text);
     // Only objects have keys to note. Other values are skipped with `RawValue`, the way values
     // nested in objects are skipped: serde_json's top-level `IgnoredAny` parses numbers fully
@@ -194,6 +205,7 @@ pub(crate) fn check_line(line: &[u8], keys: &mut KeySet) -> Result<(), String> {
 pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
     let mut out = Indexed::default();
     let mut keys = KeySet::default();
+    let mut scanner = Scanner::default();
     let mut offsets = Offsets::new(opts.offset_interval);
     let mut ordinal = 0u64;
     let mut line_no = 0u64;
@@ -216,7 +228,7 @@ pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
                 "record is longer than MAX_RECORD_BYTES ({max} bytes)"
             ))
         } else {
-            check_line(bytes, &mut keys)
+            check_line(bytes, &mut keys, &mut scanner)
         };
         match verdict {
             Ok(()) => out.records += 1,

@@ -5,6 +5,7 @@ pub mod avro;
 pub mod csv;
 pub mod json;
 pub mod jsonl;
+mod jsonscan;
 pub mod lines;
 
 use std::io::{self, BufRead};

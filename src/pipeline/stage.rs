@@ -16,8 +16,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
-
 use crate::store::{PartUpload, Transient};
 
 /// Bytes per chunk handed from the producer to the indexer.
@@ -153,7 +151,9 @@ fn hash_and_write<'w>(
     out_key: &str,
     tx: SyncSender<io::Result<Vec<u8>>>,
 ) -> Produced<'w> {
-    let mut sha = Sha256::new();
+    // ring's SHA-256 picks the CPU's SHA instructions at run time on x86_64 (SHA-NI) and on
+    // arm64 (ARMv8 crypto extensions; `sha2` 0.10 uses them there only with its `asm` feature).
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
     let mut bytes = 0u64;
     let run = catch_unwind(AssertUnwindSafe(|| {
         for chunk in &rx {
@@ -185,7 +185,7 @@ fn hash_and_write<'w>(
         let _ = tx.send(Err(panicked("hash/write", out_key, &*panic)));
     }
     Produced {
-        sha256: format!("{:x}", sha.finalize()),
+        sha256: crate::hex(sha.finish().as_ref()),
         bytes,
         upload,
     }
@@ -258,6 +258,7 @@ impl Read for ChunkReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn consumer_sees_every_byte_and_the_producer_hashes_them() {
