@@ -262,14 +262,10 @@ pub async fn backfill(args: BackfillArgs, cfg: Config) -> i32 {
 /// Runs `s3-server`: serves until the process is stopped; returns only on an error.
 #[cfg(feature = "demo")]
 pub async fn s3_server(root: PathBuf, port: u16, puts: Vec<String>) -> i32 {
-    use crate::demo::server::{Put, Server, local_client, put_files};
+    use crate::demo::server::{Server, local_client, parse_puts, put_files};
     let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| LOCAL_ACCESS_KEY.into());
     let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| LOCAL_SECRET_KEY.into());
-    let puts = match puts
-        .iter()
-        .map(|p| Put::parse(p))
-        .collect::<Result<Vec<_>, _>>()
-    {
+    let puts = match parse_puts(&puts) {
         Ok(puts) => puts,
         Err(e) => {
             eprintln!("export-fetcher: {e}");

@@ -180,6 +180,11 @@ impl Put {
     }
 }
 
+/// Reads every `--put`; the first that is not `BUCKET/KEY=FILE` is the error.
+pub fn parse_puts(puts: &[String]) -> Result<Vec<Put>, String> {
+    puts.iter().map(|p| Put::parse(p)).collect()
+}
+
 /// Why uploading the `--put` files failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PutError {

@@ -442,7 +442,9 @@ pub async fn close(
             braze_failed,
         };
         Ok(
-            match closer::close(env, &closer, mode == Mode::Index, deadline).await? {
+            // Boxed: the close can index a file through the pipeline, whose roll-up step can
+            // close again; a boxed future keeps the nesting of future types shallow.
+            match Box::pin(closer::close(env, &closer, mode == Mode::Index, deadline)).await? {
                 Outcome::Written {
                     manifest,
                     forward_error,

@@ -281,9 +281,11 @@ pub async fn close(
     deadline: Option<Instant>,
 ) -> Result<Closed, CloseError> {
     let close = PartitionClose { p, by };
-    let outcome =
-        crate::store::s3::within_deadline(deadline, closer::close(env, &close, true, deadline))
-            .await?;
+    let outcome = crate::store::s3::within_deadline(
+        deadline,
+        Box::pin(closer::close(env, &close, true, deadline)),
+    )
+    .await?;
     Ok(match outcome {
         Outcome::Written {
             manifest,

@@ -39,6 +39,24 @@ impl SinkError {
     }
 }
 
+/// The message attributes and FIFO ids of an SNS `Publish` or SQS `SendMessage` request `$req`
+/// for `$msg` sent to `$target`: the two services take them alike, through builders of their own
+/// types (`$value`: the service's `MessageAttributeValue`).
+macro_rules! with_attributes_and_fifo_ids {
+    ($req:expr, $value:ty, $msg:expr, $target:expr) => {{
+        let attributes = $msg.attributes.iter().map(|(name, value)| {
+            let built = <$value>::builder().data_type("String");
+            let built = built.string_value(value).build().expect("typed");
+            (name.to_string(), built)
+        });
+        let (group, dedup) = $msg.fifo_ids($target);
+        $req.set_message_attributes(Some(attributes.collect()))
+            .set_message_group_id(group)
+            .set_message_deduplication_id(dedup)
+    }};
+}
+pub(crate) use with_attributes_and_fifo_ids;
+
 /// What a forwarded message announces: its `message_type` attribute (SNS, SQS), its
 /// EventBridge detail-type and the webhook's `X-Export-Fetcher-Message-Type` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

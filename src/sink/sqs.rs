@@ -3,7 +3,7 @@
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use super::{Outgoing, SinkError};
+use super::{Outgoing, SinkError, with_attributes_and_fifo_ids};
 
 pub const NAME: &str = "sqs";
 
@@ -18,24 +18,10 @@ impl SqsSink {
     }
 
     pub async fn send(&self, msg: &Outgoing) -> Result<(), SinkError> {
-        let attributes = msg.attributes.iter().map(|(name, value)| {
-            let built = MessageAttributeValue::builder().data_type("String");
-            (
-                name.to_string(),
-                built.string_value(value).build().expect("typed"),
-            )
-        });
-        let (group, dedup) = msg.fifo_ids(&self.queue_url);
-        self.client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(&msg.body)
-            .set_message_attributes(Some(attributes.collect()))
-            .set_message_group_id(group)
-            .set_message_deduplication_id(dedup)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| SinkError::sdk(NAME, &e))
+        let req = self.client.send_message().queue_url(&self.queue_url);
+        let req = req.message_body(&msg.body);
+        let req = with_attributes_and_fifo_ids!(req, MessageAttributeValue, msg, &self.queue_url);
+        let sent = req.send().await;
+        sent.map(|_| ()).map_err(|e| SinkError::sdk(NAME, &e))
     }
 }

@@ -19,7 +19,7 @@ mod plain;
 use std::path::PathBuf;
 
 use clap::Parser;
-use export_fetcher::demo::server::{Put, Server, local_client, put_files};
+use export_fetcher::demo::server::{Server, local_client, parse_puts, put_files};
 
 use plain::PlainStore;
 
@@ -50,12 +50,7 @@ async fn main() {
 async fn run(args: Args) -> i32 {
     let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "local".into());
     let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "local-secret".into());
-    let puts = match args
-        .puts
-        .iter()
-        .map(|p| Put::parse(p))
-        .collect::<Result<Vec<_>, _>>()
-    {
+    let puts = match parse_puts(&args.puts) {
         Ok(puts) => puts,
         Err(e) => {
             eprintln!("s3-server: {e}");
