@@ -7,9 +7,9 @@
 //! accept, and the fuzz target `jsonl_index` checks the other direction against `serde_json`.
 //!
 //! Its rules are those `serde_json` applies to the values it skips: numbers by their grammar
-//! only (`1e400` is valid), escapes by their form (`\ud800` is valid in a skipped string),
-//! control characters refused in strings, no nesting limit. A top-level key is decoded as
-//! `serde_json` decodes it (a lone surrogate there makes the record bad, as it does now).
+//! only (`1e400` is valid), escapes by their form (`\ud800` is valid JSON), control characters
+//! refused in strings, no nesting limit. A top-level key with escapes is decoded here, a lone
+//! surrogate as U+FFFD (serde_json would refuse to decode it, though the line is valid JSON).
 //!
 //! Strings, most of a Braze record, are scanned eight bytes at a time for `"`, `\` and control
 //! characters (SWAR: plain integer arithmetic, the same on x86_64 and arm64).
@@ -123,6 +123,52 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
     Some(i)
 }
 
+/// The text of a string's content whose escapes [`string_end`] checked: `\uXXXX` pairs are
+/// joined, a lone surrogate becomes U+FFFD.
+fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let esc = &rest[at + 1..];
+        let (c, used) = match esc.as_bytes().first().copied().unwrap_or(b'?') {
+            b'b' => ('\u{8}', 1),
+            b'f' => ('\u{c}', 1),
+            b'n' => ('\n', 1),
+            b'r' => ('\r', 1),
+            b't' => ('\t', 1),
+            b'u' => {
+                let unit = |hex: Option<&str>| {
+                    hex.and_then(|h| u16::from_str_radix(h, 16).ok())
+                        .unwrap_or(0xFFFD)
+                };
+                let hi = unit(esc.get(1..5));
+                let lo = esc
+                    .get(5..7)
+                    .filter(|s| *s == "\\u")
+                    .map(|_| unit(esc.get(7..11)));
+                let c = match lo {
+                    Some(lo)
+                        if (0xD800..0xDC00).contains(&hi) && (0xDC00..0xE000).contains(&lo) =>
+                    {
+                        let c =
+                            0x10000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00);
+                        Some((char::from_u32(c), 11))
+                    }
+                    _ => None,
+                };
+                let (c, used) = c.unwrap_or((char::from_u32(u32::from(hi)), 5));
+                (c.unwrap_or('\u{FFFD}'), used.min(esc.len()))
+            }
+            other => (other as char, 1),
+        };
+        out.push(c);
+        rest = esc.get(used..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Scanner {
     /// Whether `line` (valid UTF-8) is one JSON value and nothing else but whitespace. The keys
     /// of a top-level object are noted in `keys` as they come (a valid record's are committed
@@ -211,9 +257,8 @@ impl Scanner {
         let (end, escaped) = string_end(b, i + 1)?;
         if self.stack.len() == 1 {
             if escaped {
-                // Rare: decoded as serde_json decodes a key (a lone surrogate is refused).
-                let key: String = serde_json::from_slice(&b[i..end]).ok()?;
-                keys.note(&key);
+                // Rare: decoded here (a lone surrogate, valid JSON, becomes U+FFFD).
+                keys.note(&unescape(&line[i + 1..end - 1]));
             } else {
                 // The quotes are ASCII: the key between them is a `str` slice as it is.
                 keys.note(line.get(i + 1..end - 1)?);
@@ -328,9 +373,22 @@ mod tests {
         keys.commit();
         let mut errors = super::super::ErrorList::default();
         assert_eq!(keys.finish(&mut errors), vec!["a", "b\u{e9}", "c"]);
-        // A lone surrogate in a top-level key is not decoded here: serde_json decides.
+        // A lone surrogate in a top-level key is valid JSON: the key is noted with U+FFFD; a
+        // pair is joined; the other escapes are decoded.
         let mut keys = KeySet::default();
-        assert!(!s.valid("{\"\\ud800\":1}", &mut keys));
+        let line = r#"{"\ud800":1,"a\udeee":2,"\ud83d\ude00\n\"\\\/\t\b\f\r":3,"\ud83dx":4}"#;
+        assert!(s.valid(line, &mut keys));
+        keys.commit();
+        let mut errors = super::super::ErrorList::default();
+        assert_eq!(
+            keys.finish(&mut errors),
+            vec![
+                "\u{FFFD}",
+                "a\u{FFFD}",
+                "\u{1F600}\n\"\\/\t\u{8}\u{c}\r",
+                "\u{FFFD}x"
+            ]
+        );
     }
 
     /// Generated lines, valid and damaged at every position: the scanner never accepts a line

@@ -296,8 +296,14 @@ pub async fn close(
             forward_error,
         },
         Outcome::Unchanged(m) => Closed::Unchanged(m),
-        // The partition's close indexes what is missing: it never waits.
-        Outcome::Waiting(_) | Outcome::Empty => Closed::Empty,
+        Outcome::Empty => Closed::Empty,
+        // The partition's close indexes what is missing, so it never waits; were it to, the
+        // close is retried and the open record stays.
+        Outcome::Waiting(missing) => {
+            return Err(format!(
+                "files of the partition still without manifests: {missing:?}"
+            ));
+        }
     })
 }
 

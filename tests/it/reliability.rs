@@ -862,6 +862,31 @@ fn fuzz_regression_jsonl_top_level_number_out_of_range() {
     );
 }
 
+/// Found by fuzzing (`jsonl_index`, random seed): a top-level key holding a lone surrogate
+/// escape (`"\udeee"`) is valid JSON, which serde_json skips but refuses to decode as a key; the
+/// record was counted bad. It is good, and its column is named with U+FFFD, like a nested key's
+/// line was always judged.
+#[test]
+fn fuzz_regression_jsonl_lone_surrogate_in_a_top_level_key() {
+    let opts = export_fetcher::index::Options {
+        offset_interval: 10,
+        max_record_bytes: 1 << 20,
+        budget: export_fetcher::decode::Budget::default(),
+    };
+    let data = b"{\"'xt\\\\\\udeeeetributes\":{\"tier\":\"gold\"}}\n{\"n\":{\"\\ud800\":1}}\n";
+    let out = export_fetcher::index::run(
+        export_fetcher::manifest::Format::Jsonl,
+        None,
+        &mut &data[..],
+        &opts,
+    );
+    assert_eq!((out.records, out.errors.total), (2, 0));
+    assert_eq!(
+        out.columns.unwrap(),
+        vec!["'xt\\\u{FFFD}etributes".to_string(), "n".to_string()]
+    );
+}
+
 /// Every `MAX_*` default, as RELIABILITY.md states them.
 #[test]
 fn limit_defaults_are_the_documented_ones() {
