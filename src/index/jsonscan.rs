@@ -123,48 +123,40 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
     Some(i)
 }
 
-/// The text of a string's content whose escapes [`string_end`] checked: `\uXXXX` pairs are
-/// joined, a lone surrogate becomes U+FFFD.
+/// The text of a string's content whose escapes [`string_end`] checked. Runs of `\uXXXX` are
+/// UTF-16, decoded by the standard library: pairs joined, a lone surrogate as U+FFFD.
 fn unescape(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
+    let mut units: Vec<u16> = Vec::new();
     let mut rest = raw;
     while let Some(at) = rest.find('\\') {
-        out.push_str(&rest[..at]);
         let esc = &rest[at + 1..];
-        let (c, used) = match esc.as_bytes().first().copied().unwrap_or(b'?') {
-            b'b' => ('\u{8}', 1),
-            b'f' => ('\u{c}', 1),
-            b'n' => ('\n', 1),
-            b'r' => ('\r', 1),
-            b't' => ('\t', 1),
-            b'u' => {
-                let unit = |hex: Option<&str>| {
-                    hex.and_then(|h| u16::from_str_radix(h, 16).ok())
-                        .unwrap_or(0xFFFD)
-                };
-                let hi = unit(esc.get(1..5));
-                let lo = esc
-                    .get(5..7)
-                    .filter(|s| *s == "\\u")
-                    .map(|_| unit(esc.get(7..11)));
-                let c = match lo {
-                    Some(lo)
-                        if (0xD800..0xDC00).contains(&hi) && (0xDC00..0xE000).contains(&lo) =>
-                    {
-                        let c =
-                            0x10000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00);
-                        Some((char::from_u32(c), 11))
-                    }
-                    _ => None,
-                };
-                let (c, used) = c.unwrap_or((char::from_u32(u32::from(hi)), 5));
-                (c.unwrap_or('\u{FFFD}'), used.min(esc.len()))
+        if !units.is_empty() && (at > 0 || !esc.starts_with('u')) {
+            out.extend(char::decode_utf16(units.drain(..)).map(|c| c.unwrap_or('\u{FFFD}')));
+        }
+        out.push_str(&rest[..at]);
+        let used = match esc.as_bytes().first() {
+            Some(b'u') => {
+                let hex = esc.get(1..5).unwrap_or_default();
+                units.push(u16::from_str_radix(hex, 16).unwrap_or(0xFFFD));
+                5
             }
-            other => (other as char, 1),
+            Some(&c) => {
+                out.push(match c {
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'n' => '\n',
+                    b'r' => '\r',
+                    b't' => '\t',
+                    other => other as char,
+                });
+                1
+            }
+            None => 0,
         };
-        out.push(c);
-        rest = esc.get(used..).unwrap_or("");
+        rest = esc.get(used..).unwrap_or_default();
     }
+    out.extend(char::decode_utf16(units).map(|c| c.unwrap_or('\u{FFFD}')));
     out.push_str(rest);
     out
 }
