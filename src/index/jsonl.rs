@@ -156,25 +156,30 @@ impl<'de> Visitor<'de> for KeyName<'_> {
     }
 }
 
-/// Validates one line; returns the error message for a bad one.
+/// Why a record is bad: the message, and the line of the text where serde_json found the
+/// error (a JSON document spans lines; for a JSON line it is 1).
+#[derive(Debug)]
+pub(crate) struct Bad {
+    pub message: String,
+    pub line: Option<u64>,
+}
+
+/// Validates one record (a JSON line, or a whole JSON document held in memory); says why a bad
+/// one is bad.
 ///
 /// UTF-8 is checked first and separately (SIMD, `simdutf8`): serde_json skips the strings of
 /// ignored values without validating them (found by fuzzing). The line is then checked by the
 /// [`Scanner`]; only a line it does not accept is parsed by serde_json, which gives the verdict
 /// and the message (and reads the checked `str`, so it does not check the UTF-8 again).
-pub(crate) fn check_line(
-    line: &[u8],
-    keys: &mut KeySet,
-    scanner: &mut Scanner,
-) -> Result<(), String> {
+pub(crate) fn check_line(line: &[u8], keys: &mut KeySet, scanner: &mut Scanner) -> Result<(), Bad> {
     let text = match simdutf8::compat::from_utf8(line) {
         Ok(text) => text,
         Err(e) => {
             keys.discard();
-            return Err(format!(
-                "invalid UTF-8 at byte {} of the line",
-                e.valid_up_to()
-            ));
+            return Err(Bad {
+                message: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
+                line: None,
+            });
         }
     };
     if scanner.valid(text, keys) {
@@ -192,9 +197,10 @@ pub(crate) fn check_line(
     } else {
         <&serde_json::value::RawValue as serde::Deserialize>::deserialize(&mut de).map(|_| ())
     };
-    let verdict = checked
-        .and_then(|()| de.end())
-        .map_err(|e| format!("invalid JSON: {e}"));
+    let verdict = checked.and_then(|()| de.end()).map_err(|e| Bad {
+        message: format!("invalid JSON: {e}"),
+        line: (e.line() > 0).then_some(e.line() as u64),
+    });
     match verdict {
         Ok(()) => keys.commit(),
         Err(_) => keys.discard(),
@@ -228,7 +234,7 @@ pub fn index<R: BufRead>(r: &mut R, opts: &Options) -> Indexed {
                 "record is longer than MAX_RECORD_BYTES ({max} bytes)"
             ))
         } else {
-            check_line(bytes, &mut keys, &mut scanner)
+            check_line(bytes, &mut keys, &mut scanner).map_err(|bad| bad.message)
         };
         match verdict {
             Ok(()) => out.records += 1,
